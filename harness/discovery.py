@@ -1,0 +1,143 @@
+"""Find workloads and submissions by folder convention; never through a hand-kept registry.
+
+    workloads/<name>/<framework file>      defines class `Workload`
+    submissions/<name>/<framework file>    defines AlgoPerf's functions, or `make_optimizer`
+    path/to/my_algo.py                     a submission outside the repo
+
+The framework file is `torch.py` for `--framework pytorch` and `jax.py` for `--framework jax`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from harness import spec
+from harness.errors import UserInputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS_DIR = REPO_ROOT / "workloads"
+SUBMISSIONS_DIR = REPO_ROOT / "submissions"
+FRAMEWORK_FILES = {"pytorch": "torch", "jax": "jax"}
+REQUIRED_FUNCTIONS = ("init_optimizer_state", "update_params")
+
+
+def _framework_file(framework: str) -> str:
+    if framework not in FRAMEWORK_FILES:
+        raise UserInputError(f"unknown framework {framework!r}; choose one of {', '.join(FRAMEWORK_FILES)}")
+    return FRAMEWORK_FILES[framework]
+
+
+def _names_with(directory: Path, filename: str) -> list[str]:
+    return sorted(p.parent.name for p in directory.glob(f"*/{filename}"))
+
+
+def available_workloads(framework: str = "pytorch") -> list[str]:
+    return _names_with(WORKLOADS_DIR, f"{_framework_file(framework)}.py")
+
+
+def available_submissions(framework: str = "pytorch") -> list[str]:
+    return _names_with(SUBMISSIONS_DIR, f"{_framework_file(framework)}.py")
+
+
+def load_workload(name: str, framework: str, data_dir: str | Path) -> spec.Workload:
+    """Instantiate `workloads/<name>/<framework file>.Workload`; data is loaded lazily."""
+    choices = available_workloads(framework)
+    if name not in choices:
+        raise UserInputError(
+            f"unknown workload {name!r} for framework {framework}; available: {', '.join(choices)}"
+        )
+    module = importlib.import_module(f"workloads.{name}.{_framework_file(framework)}")
+    return module.Workload(data_dir)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The resolved functions of a submission (AlgoPerf's API; short forms already wrapped)."""
+
+    name: str
+    path: Path
+    init_optimizer_state: Callable
+    update_params: Callable
+    prepare_for_eval: Callable | None
+    data_selection: Callable
+    get_batch_size: Callable[[str], int] | None
+
+    @property
+    def search_space_path(self) -> Path | None:
+        """`search_space.json` beside the submission's file, if there is one."""
+        path = self.path.parent / "search_space.json"
+        return path if path.is_file() else None
+
+    def batch_size(self, workload: spec.Workload) -> int:
+        size = self.get_batch_size(workload.name) if self.get_batch_size else workload.reference_batch_size
+        if not isinstance(size, int) or size <= 0:
+            raise UserInputError(f"submission {self.name}: get_batch_size({workload.name!r}) returned {size!r}")
+        return size
+
+
+def default_data_selection(
+    workload, input_queue, optimizer_state, current_param_container, model_state, hyperparameters, global_step, rng
+):
+    """AlgoPerf's default: the next batch of the pre-shuffled input queue."""
+    return next(input_queue)
+
+
+def _submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
+    filename = f"{_framework_file(framework)}.py"
+    path = Path(name_or_path)
+    if path.suffix == ".py" or path.is_dir() or len(path.parts) > 1:
+        path = path / filename if path.is_dir() else path
+        if not path.is_file():
+            raise UserInputError(f"submission file {path} does not exist")
+        name = path.parent.name if path.name == filename else path.stem
+        return name, path.resolve()
+    path = SUBMISSIONS_DIR / name_or_path / filename
+    if not path.is_file():
+        raise UserInputError(
+            f"unknown submission {name_or_path!r} for framework {framework}; give a path to a .py file "
+            f"or one of: {', '.join(available_submissions(framework))}"
+        )
+    return name_or_path, path
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    module_name = f"timetrial_submission_{name}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise UserInputError(f"submission {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def load_submission(name_or_path: str, framework: str) -> Submission:
+    """Load a submission by name (`submissions/<name>`) or by path to its file or folder."""
+    name, path = _submission_file(name_or_path, framework)
+    module = _import_file(name, path)
+    functions = {key: getattr(module, key) for key in dir(module) if not key.startswith("_")}
+    if "make_optimizer" in functions and not any(f in functions for f in REQUIRED_FUNCTIONS):
+        adapter = importlib.import_module(f"harness.{_framework_file(framework)}_short_form")
+        functions.update(adapter.standard_functions(module.make_optimizer))
+    missing = [f for f in REQUIRED_FUNCTIONS if not callable(functions.get(f))]
+    if missing:
+        raise UserInputError(
+            f"submission {path} defines neither make_optimizer (short form) nor {', '.join(missing)}"
+        )
+    return Submission(
+        name=name,
+        path=path,
+        init_optimizer_state=functions["init_optimizer_state"],
+        update_params=functions["update_params"],
+        prepare_for_eval=functions.get("prepare_for_eval"),
+        data_selection=functions.get("data_selection", default_data_selection),
+        get_batch_size=functions.get("get_batch_size"),
+    )

@@ -1,0 +1,246 @@
+"""The workload and submission API, compatible with AlgoPerf v0.6 (mlcommons/algorithmic-efficiency,
+`algoperf/spec.py`): the same enum names, function names and argument names, so an AlgoPerf
+submission ports by changing imports only.
+
+This module is framework-free. Framework code lives in `harness/torch_*.py` and in each workload's
+`torch.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from collections import namedtuple
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+Tensor = Any
+RandomState = Any  # an int seed in TimeTrial; AlgoPerf's torch submissions ignore it too
+ParameterContainer = Any  # torch: the nn.Module itself, as in AlgoPerf
+ModelAuxiliaryState = Any
+OptimizerState = Any
+Hyperparameters = Any  # a namedtuple built from the search-space point, or None (self-tuning)
+UpdateReturn = tuple[OptimizerState, ParameterContainer, ModelAuxiliaryState]
+
+
+class LossType(enum.Enum):
+    SOFTMAX_CROSS_ENTROPY = 0
+    SIGMOID_CROSS_ENTROPY = 1
+    MEAN_SQUARED_ERROR = 2
+    CTC_LOSS = 3
+    MEAN_ABSOLUTE_ERROR = 4
+
+
+class ForwardPassMode(enum.Enum):
+    TRAIN = 0
+    EVAL = 1
+
+
+class ParameterType(enum.Enum):
+    WEIGHT = 0
+    BIAS = 1
+    CONV_WEIGHT = 2
+    BATCH_NORM_SCALE = 3
+    BATCH_NORM_BIAS = 4
+    LAYER_NORM_SCALE = 5
+    LAYER_NORM_BIAS = 6
+    EMBEDDING = 7
+    ATTENTION_Q = 8
+    ATTENTION_K = 9
+    ATTENTION_V = 10
+    ATTENTION_OUT = 11
+    ATTENTION_QKV = 12
+    ATTENTION_KV = 13
+    ATTENTION_BIAS = 14
+
+
+class TrainingCompleteError(Exception):
+    """Raised by `update_params` to end training early; the harness then runs a final evaluation."""
+
+
+def make_hyperparameters(point: Mapping[str, Any] | None) -> Hyperparameters:
+    """Turn a search-space point into AlgoPerf's attribute-access namedtuple (None stays None)."""
+    if point is None:
+        return None
+    return namedtuple("Hyperparameters", sorted(point))(**{k: point[k] for k in sorted(point)})
+
+
+class Workload(abc.ABC):
+    """A fixed model + dataset + loss + targets + budget (AlgoPerf's `spec.Workload`).
+
+    A workload's framework-independent facts are class attributes of its `workload.py` class;
+    its `torch.py` adds the model and the framework code. Metric direction: `"min"` means lower
+    is better (error rate, perplexity, WER), `"max"` higher is better (accuracy, BLEU, SSIM).
+    """
+
+    name: str
+    target_metric_name: str
+    metric_direction: str  # "min" or "max"
+    validation_target_value: float
+    test_target_value: float
+    max_allowed_runtime_sec: float
+    eval_period_time_sec: float
+    step_hint: int
+    loss_type: LossType
+    reference_batch_size: int  # used when a submission does not define get_batch_size
+    num_train_examples: int
+    num_validation_examples: int
+    num_test_examples: int
+    num_eval_train_examples: int
+    eval_batch_size: int
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._param_shapes = None
+        self._param_types = None
+        self._splits: dict[str, dict[str, Any]] | None = None
+        self._data_hash: str | None = None
+        self.metrics_logger = None
+
+    # ----- targets -----
+    def meets_target(self, value: float, target: float) -> bool:
+        """True when `value` is at least as good as `target` in this workload's direction."""
+        if value is None or not math.isfinite(value):
+            return False
+        return value <= target if self.metric_direction == "min" else value >= target
+
+    def has_reached_validation_target(self, eval_result: Mapping[str, float]) -> bool:
+        return self.meets_target(
+            eval_result[f"validation/{self.target_metric_name}"], self.validation_target_value
+        )
+
+    def has_reached_test_target(self, eval_result: Mapping[str, float]) -> bool:
+        return self.meets_target(
+            eval_result[f"test/{self.target_metric_name}"], self.test_target_value
+        )
+
+    # ----- parameters -----
+    @property
+    def param_shapes(self):
+        if self._param_shapes is None:
+            raise ValueError("call workload.init_model_fn() before workload.param_shapes")
+        return self._param_shapes
+
+    @property
+    def model_params_types(self):
+        if self._param_types is None:
+            raise ValueError("call workload.init_model_fn() before workload.model_params_types")
+        return self._param_types
+
+    # ----- data -----
+    @abc.abstractmethod
+    def read_splits(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """Read the dataset: numpy arrays `{split: {'inputs', 'targets'}}` for 'train', 'validation'
+        and 'test', and a content hash of the data. Raises `DataMissingError` naming what to install."""
+
+    def load_splits(self) -> dict[str, dict[str, Any]]:
+        """The splits of `read_splits`, read once per workload object."""
+        if self._splits is None:
+            self._splits, self._data_hash = self.read_splits()
+        return self._splits
+
+    def data_hash(self) -> str:
+        """A content hash of the dataset, recorded in each run's meta.json (loads the data)."""
+        self.load_splits()
+        return self._data_hash
+
+    @abc.abstractmethod
+    def _build_input_queue(
+        self, data_rng: RandomState, split: str, data_dir: str, global_batch_size: int
+    ) -> Iterator[dict[str, Tensor]]:
+        """An endless, shuffled iterator of `{'inputs', 'targets'[, 'weights']}` batches."""
+
+    # ----- model -----
+    @abc.abstractmethod
+    def init_model_fn(self, rng: RandomState) -> tuple[ParameterContainer, ModelAuxiliaryState]:
+        """Return (initial_params, initial_model_state)."""
+
+    @abc.abstractmethod
+    def model_fn(
+        self,
+        params: ParameterContainer,
+        augmented_and_preprocessed_input_batch: dict[str, Tensor],
+        model_state: ModelAuxiliaryState,
+        mode: ForwardPassMode,
+        rng: RandomState,
+        update_batch_norm: bool,
+        dropout_rate: float | None = None,
+    ) -> tuple[Tensor, ModelAuxiliaryState]:
+        """Return (logits_batch, new_model_state)."""
+
+    @abc.abstractmethod
+    def loss_fn(
+        self,
+        label_batch: Tensor,
+        logits_batch: Tensor,
+        mask_batch: Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, Tensor]:
+        """Return {'summed', 'n_valid_examples', 'per_example'}; no regularisation."""
+
+    @abc.abstractmethod
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: ParameterContainer,
+        model_state: ModelAuxiliaryState,
+        rng: RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        """Evaluate on `num_examples` of a split ('eval_train', 'validation', 'test')."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Wait until the device has finished all queued work (before the clock is read)."""
+
+    @abc.abstractmethod
+    def set_global_seed(self, seed: int) -> None:
+        """Seed the framework's global random state (dropout and other in-step randomness)."""
+
+    @abc.abstractmethod
+    def latest_train_loss(self) -> float | None:
+        """Mean loss of the latest `loss_fn` call made for training, or None if there was none."""
+
+    @abc.abstractmethod
+    def hardware(self) -> dict[str, Any]:
+        """The accelerator part of the hardware fingerprint: `accelerator` and `num_devices`."""
+
+    def eval_model(
+        self,
+        global_batch_size: int,
+        params: ParameterContainer,
+        model_state: ModelAuxiliaryState,
+        rng: RandomState,
+        data_dir: str,
+        imagenet_v2_data_dir: str | None,
+        global_step: int,
+    ) -> dict[str, float]:
+        """Evaluate on a train subset, validation and test: keys 'train/…', 'validation/…', 'test/…'."""
+        del imagenet_v2_data_dir
+        results: dict[str, float] = {}
+        for prefix, split, n in (
+            ("train", "eval_train", self.num_eval_train_examples),
+            ("validation", "validation", self.num_validation_examples),
+            ("test", "test", self.num_test_examples),
+        ):
+            metrics = self._eval_model_on_split(
+                split, n, global_batch_size, params, model_state, rng, data_dir, global_step
+            )
+            results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+        return results
+
+    def facts(self) -> dict[str, Any]:
+        """The framework-independent facts recorded in meta.json."""
+        return {
+            "target_metric_name": self.target_metric_name,
+            "metric_direction": self.metric_direction,
+            "validation_target_value": self.validation_target_value,
+            "test_target_value": self.test_target_value,
+            "max_allowed_runtime_sec": self.max_allowed_runtime_sec,
+            "eval_period_time_sec": self.eval_period_time_sec,
+            "step_hint": self.step_hint,
+        }

@@ -1,0 +1,228 @@
+"""PyTorch side of the workload API: tensors on the device, input queues, model_fn, loss_fn, eval.
+
+A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free
+facts class, and supplies `build_model()` and `eval_sums()`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness import spec
+
+_PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
+    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "weight", spec.ParameterType.CONV_WEIGHT),
+    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), "weight", spec.ParameterType.BATCH_NORM_SCALE),
+    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), "bias", spec.ParameterType.BATCH_NORM_BIAS),
+    ((nn.LayerNorm,), "weight", spec.ParameterType.LAYER_NORM_SCALE),
+    ((nn.LayerNorm,), "bias", spec.ParameterType.LAYER_NORM_BIAS),
+    ((nn.Embedding,), "weight", spec.ParameterType.EMBEDDING),
+)
+
+
+def parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
+    """AlgoPerf's parameter-type tree for a torch module, keyed by parameter name."""
+    types = {}
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            kind = spec.ParameterType.BIAS if param_name == "bias" else spec.ParameterType.WEIGHT
+            for module_types, name, ptype in _PARAMETER_TYPES:
+                if isinstance(module, module_types) and param_name == name:
+                    kind = ptype
+            types[f"{module_name}.{param_name}" if module_name else param_name] = kind
+    return types
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TorchWorkload(spec.Workload):
+    """Generic PyTorch implementation over in-memory splits `{'inputs', 'targets'}`."""
+
+    output_layer_name = "head"  # the model's final layer; see `is_output_params`
+
+    def __init__(self, data_dir) -> None:
+        super().__init__(data_dir)
+        self.device = default_device()
+        self._tensors: dict[str, dict[str, torch.Tensor]] | None = None
+        self._dropout_rate: float | None = None
+        self._batch_norm_updates = True
+        self.last_train_loss: tuple[torch.Tensor, torch.Tensor | int] | None = None
+
+    # ----- what a concrete workload supplies -----
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (the global torch seed is set by `init_model_fn`)."""
+
+    @abc.abstractmethod
+    def eval_sums(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-batch sums (loss, errors, counts) that `metrics_from_sums` turns into metrics."""
+
+    @abc.abstractmethod
+    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        """Final metrics of a split from the accumulated sums (framework-free)."""
+
+    # ----- data -----
+    @property
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        if self._tensors is None:
+            self._tensors = {
+                split: {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in arrays.items()}
+                for split, arrays in self.load_splits().items()
+            }
+        return self._tensors
+
+    def _build_input_queue(
+        self, data_rng: spec.RandomState, split: str, data_dir: str, global_batch_size: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless epochs of a seeded permutation; the last incomplete batch of an epoch is dropped.
+
+        The data is loaded now (untimed, at initialisation), not at the first `next()`.
+        """
+        del data_dir
+        data = self.tensors[split]
+        n = len(data["targets"])
+        if global_batch_size > n:
+            raise ValueError(f"batch size {global_batch_size} exceeds the {n} examples of split {split!r}")
+        generator = torch.Generator().manual_seed(int(data_rng))
+
+        def batches() -> Iterator[dict[str, torch.Tensor]]:
+            while True:
+                order = torch.randperm(n, generator=generator).to(self.device)
+                for start in range(0, n - global_batch_size + 1, global_batch_size):
+                    index = order[start : start + global_batch_size]
+                    yield {key: value.index_select(0, index) for key, value in data.items()}
+
+        return batches()
+
+    # ----- model -----
+    def init_model_fn(self, rng: spec.RandomState) -> tuple[nn.Module, None]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng))
+            model = self.build_model()
+        model.to(self.device)
+        self._param_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        self._param_types = parameter_types(model)
+        self._dropout_rate, self._batch_norm_updates = None, True
+        return model, None
+
+    def is_output_params(self, param_key: str) -> bool:
+        return param_key.startswith(self.output_layer_name + ".")
+
+    def model_fn(
+        self,
+        params: nn.Module,
+        augmented_and_preprocessed_input_batch: dict[str, torch.Tensor],
+        model_state: None,
+        mode: spec.ForwardPassMode,
+        rng: spec.RandomState,
+        update_batch_norm: bool,
+        dropout_rate: float | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        del rng
+        training = mode == spec.ForwardPassMode.TRAIN
+        params.train(training)
+        self._set_batch_norm_updates(params, update_batch_norm or not training)
+        if dropout_rate is not None and dropout_rate != self._dropout_rate:
+            for module in params.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = dropout_rate
+            self._dropout_rate = dropout_rate
+        with torch.set_grad_enabled(training):
+            logits = params(augmented_and_preprocessed_input_batch["inputs"])
+        return logits, model_state
+
+    def _set_batch_norm_updates(self, model: nn.Module, update: bool) -> None:
+        """Freeze (momentum 0) or restore BatchNorm running statistics, as AlgoPerf does."""
+        if update == self._batch_norm_updates:
+            return
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if update:
+                    module.momentum = module.__dict__.pop("_saved_momentum", module.momentum)
+                else:
+                    module.__dict__["_saved_momentum"] = module.momentum
+                    module.momentum = 0.0
+        self._batch_norm_updates = update
+
+    def loss_fn(
+        self,
+        label_batch: torch.Tensor,
+        logits_batch: torch.Tensor,
+        mask_batch: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """Softmax cross-entropy over the last axis; sequence outputs count every token.
+
+        Records the training loss (calls made with gradients on) for the harness's divergence check.
+        """
+        if self.loss_type != spec.LossType.SOFTMAX_CROSS_ENTROPY:
+            raise NotImplementedError(f"{self.loss_type} needs its own loss_fn")
+        per_example = F.cross_entropy(
+            logits_batch.reshape(-1, logits_batch.shape[-1]),
+            label_batch.reshape(-1),
+            reduction="none",
+            label_smoothing=label_smoothing,
+        )
+        if mask_batch is not None:
+            per_example = per_example * mask_batch.reshape(-1)
+            n_valid_examples = mask_batch.sum()
+        else:
+            n_valid_examples = per_example.numel()
+        summed = per_example.sum()
+        if torch.is_grad_enabled():
+            self.last_train_loss = (summed, n_valid_examples)
+        return {"summed": summed, "n_valid_examples": n_valid_examples, "per_example": per_example}
+
+    # ----- evaluation -----
+    @torch.no_grad()
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: nn.Module,
+        model_state: None,
+        rng: spec.RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        del data_dir, global_step
+        data = self.tensors["train" if split == "eval_train" else split]
+        sums: dict[str, torch.Tensor] = {}
+        for start in range(0, num_examples, global_batch_size):
+            batch = {k: v[start : min(start + global_batch_size, num_examples)] for k, v in data.items()}
+            logits, _ = self.model_fn(
+                params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
+            )
+            for key, value in self.eval_sums(logits, batch).items():
+                sums[key] = sums[key] + value if key in sums else value
+        return self.metrics_from_sums({k: float(v) for k, v in sums.items()})
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def set_global_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def latest_train_loss(self) -> float | None:
+        if self.last_train_loss is None:
+            return None
+        summed, n_valid_examples = self.last_train_loss
+        return float(summed.detach()) / float(n_valid_examples)
+
+    def hardware(self) -> dict[str, object]:
+        if self.device.type != "cuda":
+            return {"accelerator": None, "num_devices": 1}
+        return {
+            "accelerator": torch.cuda.get_device_name(self.device),
+            "num_devices": torch.cuda.device_count(),
+        }

@@ -1,0 +1,83 @@
+"""NAdamW with linear warmup and cosine decay: AlgoPerf's baseline (Dahl et al., 2023, arXiv:2306.07179;
+the external-tuning qualification baseline of mlcommons/algorithmic-efficiency).
+
+    python submit.py --workload fashion_mnist --submission nadamw --num_tuning_trials 5
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from harness import spec
+from submissions.torch_schedules import warmup_cosine_decay
+
+# Self-tuning ruleset: the first point of AlgoPerf's qualification search space (search_space.json).
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
+    "learning_rate": 0.001308209823469072,
+    "one_minus_beta1": 0.02686663061,
+    "beta2": 0.9981232922116359,
+    "weight_decay": 0.16375311233774334,
+    "warmup_factor": 0.1,
+    "label_smoothing": 0.1,
+    "dropout_rate": 0.0,
+})
+EPSILON = 1e-8  # AlgoPerf's NAdamW baseline
+
+
+class NAdamW(torch.optim.Optimizer):
+    r"""Adam with Nesterov momentum and decoupled weight decay, as in AlgoPerf's baseline.
+
+    With gradient g, step t, learning rate \eta (the scheduled one) and weight decay \lambda:
+        \theta <- \theta (1 - \eta \lambda)
+        m <- \beta_1 m + (1 - \beta_1) g,   v <- \beta_2 v + (1 - \beta_2) g^2
+        \hat m = (\beta_1 m + (1 - \beta_1) g) / (1 - \beta_1^t)
+        \theta <- \theta - \eta \hat m / (\sqrt{v / (1 - \beta_2^t)} + \epsilon)
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = EPSILON, weight_decay: float = 0.0):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"invalid NAdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, wd={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            for state, p in zip(states, params):
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            exp_avgs = [s["exp_avg"] for s in states]
+            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+            lr, (beta1, beta2), t = group["lr"], group["betas"], states[0]["step"]
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+            nesterov = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
+            denominators = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denominators, math.sqrt(1.0 - beta2**t))
+            torch._foreach_add_(denominators, group["eps"])
+            torch._foreach_addcdiv_(params, nesterov, denominators, value=-lr / (1.0 - beta1**t))
+        return loss
+
+
+def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    optimizer = NAdamW(
+        model.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2),
+        weight_decay=hp.weight_decay,
+    )
+    return optimizer, warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)

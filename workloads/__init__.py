@@ -1,0 +1,1 @@
+"""Workloads, one folder each: `workload.py` (facts, data), `torch.py` (model), found by folder name."""

@@ -1,0 +1,65 @@
+"""Fashion-MNIST image classification: the mini suite's analog of AlgoPerf's imagenet_resnet.
+
+Splits: the 60,000 training images are split by a fixed permutation into 55,000 train and 5,000
+validation images; test is the official 10,000-image test set. Metric: error rate (lower is better).
+Targets and budget come from `scripts/set_targets.py`; see docs/targets.md for the runs behind them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness import spec
+from workloads.fashion_mnist import data
+
+NUM_VALIDATION = 5_000
+SPLIT_SEED = 0  # fixed permutation that carves validation out of the official training set
+
+
+class FashionMnistWorkload(spec.Workload):
+    name = "fashion_mnist"
+    target_metric_name = "error_rate"
+    metric_direction = "min"
+    # Calibrated on a 2-core CPU by scripts/set_targets.py (docs/targets.md).
+    validation_target_value = 0.12
+    test_target_value = 0.125
+    max_allowed_runtime_sec = 180.0
+    eval_period_time_sec = 10.0
+    step_hint = 2000
+    loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
+    reference_batch_size = 128
+    num_train_examples = 60_000 - NUM_VALIDATION
+    num_validation_examples = NUM_VALIDATION
+    num_test_examples = 10_000
+    num_eval_train_examples = NUM_VALIDATION
+    eval_batch_size = 256  # fastest of 128/256/500/1000 for eval on a 2-core CPU
+
+    def read_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+        """Standardised float32 images (N, 1, 28, 28) and int64 labels per split."""
+        arrays, data_hash = data.load_arrays(self.data_dir)
+        images = arrays["train_images"].astype(np.float32) / 255.0
+        mean, std = images.mean(), images.std()
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+        validation, train = order[:NUM_VALIDATION], order[NUM_VALIDATION:]
+
+        def split(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+            return {"inputs": ((x - mean) / std)[:, None], "targets": y.astype(np.int64)}
+
+        test_images = arrays["test_images"].astype(np.float32) / 255.0
+        splits = {
+            "train": split(images[train], arrays["train_labels"][train]),
+            "validation": split(images[validation], arrays["train_labels"][validation]),
+            "test": split(test_images, arrays["test_labels"]),
+        }
+        return splits, data_hash
+
+    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        count = sums["count"]
+        loss = sums["loss"] / count
+        return {
+            "loss": loss if math.isfinite(loss) else float("nan"),
+            "error_rate": sums["errors"] / count,
+            "accuracy": 1.0 - sums["errors"] / count,
+        }
