@@ -1,6 +1,7 @@
 """Find workloads and submissions by folder convention; never through a hand-kept registry.
 
     workloads/<name>/<framework file>      defines class `Workload`
+    path/to/my_workload/                   a workload folder outside the repo, same convention
     submissions/<name>/<framework file>    defines AlgoPerf's functions, or `make_optimizer`
     path/to/my_algo.py                     a submission outside the repo
 
@@ -46,13 +47,23 @@ def available_submissions(framework: str = "pytorch") -> list[str]:
 
 
 def load_workload(name: str, framework: str, data_dir: str | Path) -> spec.Workload:
-    """Instantiate `workloads/<name>/<framework file>.Workload`; data is loaded lazily."""
-    choices = available_workloads(framework)
-    if name not in choices:
-        raise UserInputError(
-            f"unknown workload {name!r} for framework {framework}; available: {', '.join(choices)}"
-        )
-    module = importlib.import_module(f"workloads.{name}.{_framework_file(framework)}")
+    """Instantiate `workloads/<name>/<framework file>.Workload` (or that file in a folder given by
+    path); data is loaded lazily."""
+    filename = f"{_framework_file(framework)}.py"
+    if "/" in name:
+        path = Path(name) / filename
+        if not path.is_file():
+            raise UserInputError(f"workload folder {name} has no {filename}")
+        module = _import_file(f"workload_{path.parent.name}", path.resolve())
+    else:
+        choices = available_workloads(framework)
+        if name not in choices:
+            raise UserInputError(
+                f"unknown workload {name!r} for framework {framework}; available: {', '.join(choices)}"
+            )
+        module = importlib.import_module(f"workloads.{name}.{_framework_file(framework)}")
+    if not isinstance(getattr(module, "Workload", None), type):
+        raise UserInputError(f"{module.__file__} defines no class Workload")
     return module.Workload(data_dir)
 
 
@@ -107,7 +118,7 @@ def _submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
 
 
 def _import_file(name: str, path: Path) -> ModuleType:
-    module_name = f"timetrial_submission_{name}"
+    module_name = f"timetrial_{name}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
@@ -115,14 +126,14 @@ def _import_file(name: str, path: Path) -> ModuleType:
         module_spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[module_name]
-        raise UserInputError(f"submission {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise UserInputError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
     return module
 
 
 def load_submission(name_or_path: str, framework: str) -> Submission:
     """Load a submission by name (`submissions/<name>`) or by path to its file or folder."""
     name, path = _submission_file(name_or_path, framework)
-    module = _import_file(name, path)
+    module = _import_file(f"submission_{name}", path)
     functions = {key: getattr(module, key) for key in dir(module) if not key.startswith("_")}
     if "make_optimizer" in functions and not any(f in functions for f in REQUIRED_FUNCTIONS):
         adapter = importlib.import_module(f"harness.{_framework_file(framework)}_short_form")

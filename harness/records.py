@@ -75,11 +75,13 @@ class TrialRecord:
     def write_summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
 
-    def add_eval(self, row: dict, train_rows: list[dict]) -> None:
+    def add_eval(self, row: dict) -> None:
         self.eval_rows.append(row)
         atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
-        if train_rows:
-            self.train_rows.extend(train_rows)
+
+    def add_train(self, rows: list[dict]) -> None:
+        if rows:
+            self.train_rows.extend(rows)
             atomic_write_text(self.dir / "train.jsonl", _jsonl(self.train_rows))
 
 

@@ -11,8 +11,9 @@ when the submission raises `TrainingCompleteError`, or at once on a non-finite t
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -64,8 +65,12 @@ def run_trial(
     record: TrialRecord,
     progress: Progress,
     max_global_steps: int | None = None,
+    now: Callable[[], float] = time.perf_counter,
 ) -> TrialOutcome:
-    """Train until a stopping rule fires; `record` is complete after every evaluation."""
+    """Train until a stopping rule fires; `record` is complete after every evaluation.
+
+    `now` is the clock's time source (tests pass a fake one to check the accounting exactly).
+    """
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
     hyperparameters = spec.make_hyperparameters(point)
@@ -76,7 +81,7 @@ def run_trial(
     metric = f"validation/{workload.target_metric_name}"
     outcome, eval_results, train_rows = TrialOutcome("running"), [], []
     test_reached, step = False, 0
-    clock = TrialClock(workload.sync)
+    clock = TrialClock(workload.sync, now)
     clock.start_timed()
     while True:
         step_rng = seeds["step"] + step
@@ -136,7 +141,8 @@ def run_trial(
                 outcome.status = "reached"
                 outcome.time_to_target, outcome.steps_to_target = clock.submission_time, step
             test_reached = test_reached or workload.has_reached_test_target(results)
-            record.add_eval(row, train_rows)
+            record.add_eval(row)
+            record.add_train(train_rows)
             train_rows = []
             record.write_summary(outcome.summary())
             progress.on_eval(step, row, clock)
@@ -148,4 +154,5 @@ def run_trial(
             outcome.stop_reason = "max_global_steps" if at_max_steps else "submission signalled training complete"
             break
         clock.start_timed()
+    record.add_train(train_rows)
     return outcome

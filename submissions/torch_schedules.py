@@ -1,35 +1,48 @@
-"""Learning-rate schedules of AlgoPerf's PyTorch baselines, built from torch.optim.lr_scheduler."""
+"""Learning-rate schedules of AlgoPerf's baselines, as torch LambdaLR multipliers of the base rate."""
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
-
-WARMUP_START_FACTOR = 1e-10  # AlgoPerf's pytorch_cosine_warmup starts its LinearLR warmup here
+from torch.optim.lr_scheduler import LambdaLR
 
 
-def warmup_cosine_decay(optimizer: torch.optim.Optimizer, step_hint: int, warmup_factor: float) -> LRScheduler:
-    """Linear warmup over w = floor(warmup_factor * step_hint) steps, then cosine decay to 0 at step_hint.
+def warmup_cosine_decay(optimizer: torch.optim.Optimizer, step_hint: int, warmup_factor: float) -> LambdaLR:
+    """Linear warmup over w = floor(warmup_factor * step_hint) steps, then cosine decay to 0 at step_hint:
 
-    lr(t) = lr * t / w for t < w;  lr * (1 + cos(pi (t - w) / (step_hint - w))) / 2 afterwards.
+        f(t) = t / w                                        for t < w
+        f(t) = (1 + cos(pi * min(t - w, T) / T)) / 2,  T = step_hint - w,   afterwards (0 past step_hint)
+
+    AlgoPerf's PyTorch baseline chains LinearLR and CosineAnnealingLR, whose cosine rises again past
+    step_hint; like its JAX baseline (optax.cosine_decay_schedule) this one stays at 0.
     """
-    warmup_steps = int(warmup_factor * step_hint)
-    warmup = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup_steps)
-    cosine = CosineAnnealingLR(optimizer, T_max=max(step_hint - warmup_steps, 1))
-    return SequentialLR(optimizer, schedulers=[warmup, cosine], milestones=[warmup_steps])
+    warmup = int(warmup_factor * step_hint)
+    decay = max(step_hint - warmup, 1)
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return t / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * min(t - warmup, decay) / decay))
+
+    return LambdaLR(optimizer, factor)
 
 
 def warmup_linear_decay(
     optimizer: torch.optim.Optimizer, step_hint: int, warmup_factor: float, decay_steps_factor: float,
     end_factor: float,
-) -> LRScheduler:
-    """AlgoPerf's SGD schedule: linear warmup, linear decay to `end_factor * lr` at
-    `decay_steps_factor * step_hint`, then constant."""
-    warmup_steps = int(warmup_factor * step_hint)
-    decay_steps = max(int(decay_steps_factor * step_hint) - warmup_steps, 1)
-    warmup = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup_steps)
-    decay = LinearLR(optimizer, start_factor=1.0, end_factor=end_factor, total_iters=decay_steps)
-    constant = LinearLR(optimizer, start_factor=end_factor, end_factor=end_factor, total_iters=1)
-    return SequentialLR(
-        optimizer, schedulers=[warmup, decay, constant], milestones=[warmup_steps, warmup_steps + decay_steps]
-    )
+) -> LambdaLR:
+    """AlgoPerf's SGD schedule: linear warmup over w steps, linear decay to `end_factor` at
+    D = floor(decay_steps_factor * step_hint), then constant:
+
+        f(t) = t / w  (t < w);   1 - (1 - end_factor) * min(t - w, D - w) / (D - w)  afterwards
+    """
+    warmup = int(warmup_factor * step_hint)
+    decay = max(int(decay_steps_factor * step_hint) - warmup, 1)
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return t / warmup
+        return 1.0 - (1.0 - end_factor) * min(t - warmup, decay) / decay
+
+    return LambdaLR(optimizer, factor)

@@ -27,7 +27,7 @@ class FashionMnistWorkload(spec.Workload):
     test_target_value = 0.125
     max_allowed_runtime_sec = 180.0
     eval_period_time_sec = 10.0
-    step_hint = 2000
+    step_hint = 1800
     loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
     reference_batch_size = 128
     num_train_examples = 60_000 - NUM_VALIDATION

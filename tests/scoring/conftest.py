@@ -1,0 +1,138 @@
+"""Builders for small run-record trees, in TimeTrial's layout and in AlgoPerf's."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ALGOPERF_LEADING = (
+    "accumulated_eval_time",
+    "accumulated_logging_time",
+    "accumulated_submission_time",
+    "global_step",
+    "preemption_count",
+    "score",
+    "total_duration",
+)
+
+
+def curve(times, values, metric="validation/error_rate", steps=None, extra=None):
+    """Evaluation rows: accumulated_submission_time = times[i], `metric` = values[i]."""
+    rows = []
+    for i, (t, v) in enumerate(zip(times, values)):
+        row = {
+            "global_step": (steps[i] if steps is not None else 100 * (i + 1)),
+            "accumulated_submission_time": float(t),
+            "accumulated_eval_time": 1.0 * (i + 1),
+            "accumulated_logging_time": 0.01 * (i + 1),
+            "total_duration": float(t) + 1.0 * (i + 1),
+            "preemption_count": 0,
+            "train/loss": 1.0 / (i + 1),
+            metric: v,
+        }
+        row.update(extra or {})
+        rows.append(row)
+    return rows
+
+
+def reaching(time, target=0.1, direction="min", metric="validation/error_rate", n=6, hit_index=3, steps_per_sec=10):
+    """A curve whose first evaluation meeting `target` is evaluation `hit_index`, at `time`
+    (time = ∞: the target is never met)."""
+    hit = target - 0.01 if direction == "min" else target + 0.01
+    miss = target + 0.2 if direction == "min" else target - 0.2
+    if math.isinf(time):
+        times = [10.0 * (i + 1) for i in range(n)]
+        values = [miss] * n
+    else:
+        times = [time * (i + 1) / (hit_index + 1) for i in range(n)]
+        times[hit_index] = time
+        values = [miss] * hit_index + [hit] * (n - hit_index)
+    return curve(times, values, metric, steps=[int(t * steps_per_sec) + 1 for t in times])
+
+
+class Records:
+    """Writes trials under `root`; every method returns the trial directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def timetrial(
+        self,
+        submission,
+        workload,
+        study,
+        trial,
+        rows,
+        *,
+        framework="pytorch",
+        metric="error_rate",
+        direction="min",
+        target=0.1,
+        hardware="hw-a",
+        hparams=None,
+        summary=None,
+        experiment="exp",
+        max_runtime=1000.0,
+        eval_text=None,
+    ):
+        d = self.root / experiment / f"{workload}_{framework}" / submission / f"study_{study}" / f"trial_{trial}"
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "workload": workload,
+            "framework": framework,
+            "submission": submission,
+            "study": study,
+            "trial": trial,
+            "ruleset": "external",
+            "rng_seed": 1000 * study + trial,
+            "hardware": {"fingerprint": hardware, "cpu": f"cpu-{hardware}", "gpu": None, "num_devices": 1},
+            "software": {"python": "3.11"},
+            "git_commit": None,
+            "flags": {},
+            "target_metric_name": metric,
+            "metric_direction": direction,
+            "validation_target_value": target,
+            "test_target_value": target,
+            "max_allowed_runtime_sec": max_runtime,
+            "step_hint": 1000,
+            "data_hash": None,
+        }
+        (d / "meta.json").write_text(json.dumps(meta))
+        if hparams is not None:
+            (d / "hparams.json").write_text(json.dumps(hparams))
+        if eval_text is None:
+            eval_text = "".join(json.dumps(r) + "\n" for r in rows)
+        (d / "eval.jsonl").write_text(eval_text)
+        if summary is not None:
+            (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    def algoperf(self, submission, workload, study, trial, rows, *, framework="jax", hparams=None, hardware=None, text=None, logs="logs"):
+        d = self.root / logs / submission / f"study_{study}" / f"{workload}_{framework}" / f"trial_{trial}"
+        d.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            metrics = sorted({k for r in rows for k in r if "/" in k})
+            columns = [*ALGOPERF_LEADING, *metrics]
+            with open(d / "eval_measurements.csv", "w", newline="") as f:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(columns)
+                for r in rows:
+                    values = {**r, "score": r["accumulated_submission_time"]}
+                    writer.writerow(["" if values.get(c) is None else values.get(c, "") for c in columns])
+        else:
+            (d / "eval_measurements.csv").write_text(text)
+        if hparams is not None:
+            (d / "hparams.json").write_text(json.dumps(hparams))
+        if hardware is not None:
+            meta = {"rng_seed": 7, "cpu_model_name": hardware[0], "gpu_model_name": hardware[1], "gpu_count": hardware[2]}
+            (d / "meta_data_0.json").write_text(json.dumps(meta))
+        return d
+
+
+@pytest.fixture
+def records(tmp_path):
+    return Records(tmp_path)
