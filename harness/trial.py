@@ -34,9 +34,19 @@ class TrialOutcome:
     best_validation: float | None = None
     stop_reason: str | None = None
     error: str | None = None
+    test_target_reached: bool = False
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
+
+    def observe(self, workload: spec.Workload, step: int, submission_time: float, results: dict) -> None:
+        """Fold one evaluation into the best value, the time-to-target and the test-target flag."""
+        value = results[f"validation/{workload.target_metric_name}"]
+        if math.isfinite(value) and (self.best_validation is None or workload.meets_target(value, self.best_validation)):
+            self.best_validation = value
+        if self.time_to_target is None and workload.has_reached_validation_target(results):
+            self.status, self.time_to_target, self.steps_to_target = "reached", submission_time, step
+        self.test_target_reached = self.test_target_reached or workload.has_reached_test_target(results)
 
 
 class Progress(Protocol):
@@ -50,10 +60,16 @@ def trial_seeds(rng_seed: int) -> dict[str, int]:
     return {"data": int(data), "model": int(model), "optimizer": int(optimizer), "step": int(step)}
 
 
-def _better(workload: spec.Workload, a: float | None, b: float) -> float:
-    if a is None or not math.isfinite(a):
-        return b
-    return min(a, b) if workload.metric_direction == "min" else max(a, b)
+def _eval_row(step: int, clock: TrialClock, results: dict) -> dict:
+    return {
+        "global_step": step,
+        "accumulated_submission_time": clock.submission_time,
+        "accumulated_eval_time": clock.eval_time,
+        "accumulated_logging_time": clock.logging_time,
+        "total_duration": clock.total_duration(),
+        "preemption_count": 0,
+        **results,
+    }
 
 
 def run_trial(
@@ -78,9 +94,7 @@ def run_trial(
     input_queue = workload._build_input_queue(seeds["data"], "train", data_dir, submission.batch_size(workload))
     params, model_state = workload.init_model_fn(seeds["model"])
     optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
-    metric = f"validation/{workload.target_metric_name}"
-    outcome, eval_results, train_rows = TrialOutcome("running"), [], []
-    test_reached, step = False, 0
+    outcome, eval_results, train_rows, step = TrialOutcome("running"), [], [], 0
     clock = TrialClock(workload.sync, now)
     clock.start_timed()
     while True:
@@ -127,26 +141,14 @@ def run_trial(
             )
         with clock.untimed("logging"):
             eval_results.append((step, results))
-            row = {
-                "global_step": step,
-                "accumulated_submission_time": clock.submission_time,
-                "accumulated_eval_time": clock.eval_time,
-                "accumulated_logging_time": clock.logging_time,
-                "total_duration": clock.total_duration(),
-                "preemption_count": 0,
-                **results,
-            }
-            outcome.best_validation = _better(workload, outcome.best_validation, results[metric])
-            if outcome.time_to_target is None and workload.has_reached_validation_target(results):
-                outcome.status = "reached"
-                outcome.time_to_target, outcome.steps_to_target = clock.submission_time, step
-            test_reached = test_reached or workload.has_reached_test_target(results)
+            outcome.observe(workload, step, clock.submission_time, results)
+            row = _eval_row(step, clock, results)
             record.add_eval(row)
             record.add_train(train_rows)
             train_rows = []
             record.write_summary(outcome.summary())
             progress.on_eval(step, row, clock)
-        if outcome.time_to_target is not None and test_reached:
+        if outcome.time_to_target is not None and outcome.test_target_reached:
             outcome.stop_reason = "validation and test targets reached"
             break
         if at_max_steps or training_complete:

@@ -132,3 +132,39 @@ def test_real_training_on_the_toy_workload_reaches_its_target(toy_workload, tmp_
     outcome = run_trial(toy_workload, submission, {"learning_rate": 0.5}, 0, 60.0, record, NullProgress(), 200)
     assert outcome.status == "reached" and outcome.time_to_target > 0
     assert record.eval_rows[-1]["validation/error_rate"] <= toy_workload.validation_target_value
+
+
+def test_real_sleeps_are_accounted_to_the_right_side_of_the_clock(toy_workload, tmp_path):
+    """The same rules with the real clock: 20 steps of 20 ms; 2 evaluations of 150 ms, each after a
+    prepare_for_eval of 30 ms. Upper bounds leave room for a busy machine, not for a misplaced sleep."""
+    import time
+
+    submission = sleepy_submission(fake_time=None)
+    step, prep, evaluation = 0.02, 0.03, 0.15
+
+    def update_params(workload, params, types, model_state, hp, batch, loss_type, opt_state, evals, i, rng,
+                      train_state=None):
+        time.sleep(step)
+        return opt_state, params, model_state
+
+    def prepare_for_eval(workload, params, types, model_state, hp, loss_type, opt_state, evals, i, rng):
+        time.sleep(prep)
+        return opt_state, params, model_state
+
+    evaluate = toy_workload.eval_model
+
+    def slow_eval(*args, **kwargs):
+        time.sleep(evaluation)
+        return evaluate(*args, **kwargs)
+
+    toy_workload.eval_model = slow_eval
+    toy_workload.eval_period_time_sec = 10.0  # evaluations at step 1 and at the last step only
+    toy_workload.validation_target_value = toy_workload.test_target_value = -1.0
+    submission = Submission(**{**submission.__dict__, "update_params": update_params,
+                               "prepare_for_eval": prepare_for_eval})
+    record = TrialRecord(tmp_path / "trial")
+    run_trial(toy_workload, submission, None, 0, 100.0, record, NullProgress(), max_global_steps=20)
+    last = record.eval_rows[-1]
+    timed = 20 * step + 2 * prep
+    assert timed <= last["accumulated_submission_time"] < timed + 0.25
+    assert 2 * evaluation <= last["accumulated_eval_time"] < 2 * evaluation + 0.25

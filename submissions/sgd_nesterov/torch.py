@@ -1,0 +1,33 @@
+"""SGD with Nesterov momentum (Sutskever et al., 2013) and AlgoPerf's schedule for it: linear warmup,
+linear decay to `end_factor` at `decay_steps_factor * step_hint`, then constant (AlgoPerf paper
+baseline `nesterov`, Dahl et al., 2023). The update is PyTorch's `torch.optim.SGD(nesterov=True)`,
+with L2 weight decay coupled to the gradient, as in that baseline.
+
+    python submit.py --workload fashion_mnist --submission sgd_nesterov --num_tuning_trials 5
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness import spec
+from submissions.torch_schedules import warmup_linear_decay
+
+# Self-tuning ruleset: lr 0.1, momentum 0.9, weight decay 1e-4 (He et al., 2016, ResNet training);
+# warmup, decay length and end factor are feasible points of AlgoPerf's search space (search_space.json).
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
+    "learning_rate": 0.1, "one_minus_beta1": 0.1, "weight_decay": 1e-4, "warmup_factor": 0.05,
+    "decay_steps_factor": 0.9, "end_factor": 1e-2,
+})
+
+
+def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=hp.learning_rate, momentum=1.0 - hp.one_minus_beta1, weight_decay=hp.weight_decay,
+        nesterov=True,
+    )
+    scheduler = warmup_linear_decay(
+        optimizer, workload.step_hint, hp.warmup_factor, hp.decay_steps_factor, hp.end_factor
+    )
+    return optimizer, scheduler
