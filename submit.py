@@ -1,84 +1,139 @@
-"""Run timed trials of a submission on a workload and record them.
+"""Run timed trials of submissions on workloads and record them: one trial, a tuning run, or a sweep.
 
-    python submit.py                                   # NAdamW on fashion_mnist, one trial
-    python submit.py --workload kjv_lm --submission adamw --num_tuning_trials 3
-    python submit.py --submission path/to/my_algo.py --tuning_ruleset self
+    python submit.py                                              # NAdamW on fashion_mnist, one trial
+    python submit.py --workload kjv_lm --submission adamw --num_tuning_trials 5 --num_studies 3
+    python submit.py --suite mini --submission nadamw,adamw --max_workers 2
+    python submit.py --submission path/to/my_algo.py --tuning_ruleset self --executor ray
 
+Each trial runs in its own worker process (`harness/worker.py`) under a wall-clock and an optional
+memory limit. Rerunning a command skips finished trials and resumes interrupted ones.
 Every bad flag value ends with one `error:` line and exit status 2, before anything is written.
-Exit status 1 means a trial failed (its error is in its summary.json); 0 otherwise.
+Exit status 1 means a trial failed or was interrupted; 0 otherwise.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 
 from absl import app, flags
 
 from harness import search_space
-from harness.discovery import load_submission, load_workload
+from harness.discovery import available_workloads, load_submission, load_workload
 from harness.errors import UserInputError
-from harness.experiment import Experiment, describe, plan, run_planned
+from harness.executors import Limits, run_local, run_ray
+from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
+from harness.progress import SweepProgress
+from harness.worker import run_trial_dir
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workload", "fashion_mnist", "Workload name (a folder under workloads/).")
-flags.DEFINE_string("submission", "nadamw", "Submission name (a folder under submissions/) or path to its .py file.")
+flags.DEFINE_list("workload", ["fashion_mnist"], "Workloads: names (folders under workloads/) or paths, comma-separated.")
+flags.DEFINE_enum("suite", None, ["mini"], "Run every workload of a suite (instead of --workload).")
+flags.DEFINE_list("submission", ["nadamw"],
+                  "Submissions: names (folders under submissions/) or paths to .py files, comma-separated.")
 flags.DEFINE_enum("framework", "pytorch", ["pytorch", "jax"], "Framework of the workload and submission.")
 flags.DEFINE_enum("tuning_ruleset", "external", ["external", "self"], "AlgoPerf tuning ruleset.")
 flags.DEFINE_string("tuning_search_space", None,
-                    "Search-space JSON (AlgoPerf format); default: the submission's search_space.json.")
-flags.DEFINE_integer("num_tuning_trials", 1, "Trials to draw from the search space (external ruleset).", lower_bound=1)
+                    "Search-space JSON (AlgoPerf format); default: each submission's search_space.json.")
+flags.DEFINE_integer("num_tuning_trials", 1, "Trials per study (external ruleset).", lower_bound=1)
+flags.DEFINE_integer("num_studies", 1, "Studies, each with its own seeds and hyperparameter draws.", lower_bound=1)
 flags.DEFINE_string("experiment_dir", "experiments", "Root directory of run records.")
 flags.DEFINE_string("experiment_name", "default", "Experiment name: a directory under --experiment_dir.")
 flags.DEFINE_string("data_dir", str(Path.home() / ".cache" / "timetrial" / "data"),
                     "Where datasets are looked for (and downloaded to, when allowed).")
-flags.DEFINE_integer("rng_seed", 0, "Base seed; each trial's seed is derived from it, the study and the trial index.")
+flags.DEFINE_integer("rng_seed", 0, "Base seed; trial seeds and draws derive from it, the study and the trial.")
 flags.DEFINE_integer("max_global_steps", None, "Stop each trial after this many steps.", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Delete existing records of the trials to run instead of refusing.")
+flags.DEFINE_boolean("rerun_failed", False, "Rerun trials recorded as failed (their old records are removed).")
+flags.DEFINE_enum("executor", "local", ["local", "ray", "inline"],
+                  "local: worker processes on this machine; ray: Ray tasks; inline: in this process (debugging).")
+flags.DEFINE_integer("max_workers", 1, "Trials run at once (local and local Ray). More than one perturbs "
+                     "each other's timings on a shared CPU.", lower_bound=1, upper_bound=os.cpu_count())
+flags.DEFINE_string("ray_address", None, "Address of an existing Ray cluster; default: start a local one.")
+flags.DEFINE_float("trial_timeout_sec", None,
+                   "Per-trial wall-clock limit; default 3 x the trial's budget + 300 s.", lower_bound=1)
+flags.DEFINE_float("trial_memory_gb", None, "Per-trial resident-memory limit (worker and children).", lower_bound=0.1)
 
 
-def _points(submission) -> list[dict | None]:
+def _space(submission) -> list | dict | None:
     if FLAGS.tuning_ruleset == "self":
         if FLAGS.tuning_search_space:
             raise UserInputError("--tuning_search_space is for the external ruleset; self-tuning has no hyperparameters")
-        return [None]
+        return None
     path = FLAGS.tuning_search_space or submission.search_space_path
     if path is None:
         raise UserInputError(
             f"submission {submission.name} has no search_space.json; pass --tuning_search_space "
             "or use --tuning_ruleset self"
         )
-    return search_space.draw(search_space.load(path), FLAGS.num_tuning_trials, seed=FLAGS.rng_seed)
+    return search_space.load(path)
+
+
+def experiments() -> list[Experiment]:
+    if FLAGS.framework != "pytorch":
+        raise UserInputError(f"--framework {FLAGS.framework} is not available yet; use pytorch")
+    workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
+    if not workload_refs or not FLAGS.submission:
+        raise UserInputError("no workload or no submission given")
+    submissions = [load_submission(ref, FLAGS.framework) for ref in FLAGS.submission]
+    spaces = [_space(s) for s in submissions]
+    key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
+    return [
+        Experiment(
+            workload=load_workload(ref, FLAGS.framework, FLAGS.data_dir), workload_ref=ref,
+            framework=FLAGS.framework, submission=submission, ruleset=FLAGS.tuning_ruleset, space=space,
+            num_trials=FLAGS.num_tuning_trials if space is not None else 1, num_studies=FLAGS.num_studies,
+            root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,
+            max_global_steps=FLAGS.max_global_steps, flags={f.name: f.value for f in key_flags},
+        )
+        for ref in workload_refs
+        for submission, space in zip(submissions, spaces)
+    ]
+
+
+def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
+    """Run the trials with the chosen executor; returns each trial directory's outcome."""
+    outcomes: dict[Path, str] = {}
+    progress = SweepProgress(len(trials))
+    labels = {t.dir: t.label for t in trials}
+    budget = max((t.experiment.budget_sec for t in trials), default=0.0)
+    limits = Limits(FLAGS.trial_timeout_sec or 3 * budget + 300, FLAGS.trial_memory_gb)
+
+    def on_start(trial_dir: Path) -> None:
+        progress.on_start(labels[trial_dir])
+
+    def on_end(trial_dir: Path, outcome: str) -> None:
+        outcomes[trial_dir] = outcome
+        progress.on_end(labels[trial_dir], outcome)
+
+    try:
+        if FLAGS.executor == "inline":
+            for trial in trials:
+                on_start(trial.dir)
+                on_end(trial.dir, "failed" if run_trial_dir(trial.dir).status == "failed" else "done")
+        elif FLAGS.executor == "ray":
+            run_ray([t.dir for t in trials], limits, FLAGS.ray_address, FLAGS.max_workers, on_start, on_end)
+        else:
+            run_local([t.dir for t in trials], limits, FLAGS.max_workers, on_start, on_end)
+    finally:
+        progress.close()
+    return outcomes
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.framework != "pytorch":
-        raise UserInputError(f"--framework {FLAGS.framework} is not available yet; use pytorch")
-    workload = load_workload(FLAGS.workload, FLAGS.framework, FLAGS.data_dir)
-    submission = load_submission(FLAGS.submission, FLAGS.framework)
-    experiment = Experiment(
-        workload=workload, framework=FLAGS.framework, submission=submission, ruleset=FLAGS.tuning_ruleset,
-        points=_points(submission), root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name,
-        rng_seed=FLAGS.rng_seed, max_global_steps=FLAGS.max_global_steps,
-        flags={f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])},
-    )
-    trials = plan(experiment, FLAGS.overwrite)
-    workload.data_hash()  # loads the dataset: a missing one fails here, before any record is touched
-    lines, failed = [], False
-    for trial in trials:
-        if trial.skip:
-            summary = json.loads((trial.dir / "summary.json").read_text())
-            lines.append(describe(experiment, trial, summary) + " (recorded earlier; skipped)")
-            continue
-        outcome = run_planned(experiment, trial)
-        failed = failed or outcome.status == "failed"
-        lines.append(describe(experiment, trial, outcome.summary()))
-    print(f"run records: {experiment.root}")
-    print("\n".join(lines))
-    return 1 if failed else 0
+    planned = plan(experiments(), FLAGS.overwrite, FLAGS.rerun_failed)
+    for experiment in {id(t.experiment): t.experiment for t in planned}.values():
+        experiment.workload.data_hash()  # a missing dataset fails here, before any record is touched
+    to_run = [t for t in planned if t.action != "skip"]
+    for trial in to_run:
+        prepare(trial)
+    outcomes = execute(to_run)
+    print(f"run records: {Path(FLAGS.experiment_dir) / FLAGS.experiment_name}")
+    print("\n".join(describe(t) for t in planned))
+    return 1 if any(outcome in ("failed", "interrupted") for outcome in outcomes.values()) else 0
 
 
 def _fail(message: str) -> None:

@@ -25,6 +25,7 @@ class TrialClock:
         self.submission_time = 0.0
         self.eval_time = 0.0
         self.logging_time = 0.0
+        self._earlier_duration = 0.0  # total_duration of the runs before a resume
 
     def start_timed(self) -> None:
         """Open a timed segment (after the device has caught up)."""
@@ -62,4 +63,14 @@ class TrialClock:
                 self.last_eval_end = end
 
     def total_duration(self) -> float:
-        return self._now() - self._created
+        return self._earlier_duration + self._now() - self._created
+
+    def state(self) -> dict[str, float]:
+        """The accumulated seconds, for a checkpoint."""
+        return {"submission_time": self.submission_time, "eval_time": self.eval_time,
+                "logging_time": self.logging_time, "total_duration": self.total_duration()}
+
+    def restore(self, state: dict[str, float]) -> None:
+        """Carry the seconds of an interrupted run over into this one (resume from a checkpoint)."""
+        self.submission_time, self.eval_time = state["submission_time"], state["eval_time"]
+        self.logging_time, self._earlier_duration = state["logging_time"], state["total_duration"]

@@ -38,8 +38,13 @@ def _names_with(directory: Path, filename: str) -> list[str]:
     return sorted(p.parent.name for p in directory.glob(f"*/{filename}"))
 
 
-def available_workloads(framework: str = "pytorch") -> list[str]:
-    return _names_with(WORKLOADS_DIR, f"{_framework_file(framework)}.py")
+def available_workloads(framework: str = "pytorch", suite: str | None = None) -> list[str]:
+    """Workload names for a framework; with `suite`, only those whose class says `suite = <suite>`."""
+    names = _names_with(WORKLOADS_DIR, f"{_framework_file(framework)}.py")
+    if suite is None:
+        return names
+    module = _framework_file(framework)
+    return [n for n in names if getattr(importlib.import_module(f"workloads.{n}.{module}").Workload, "suite", None) == suite]
 
 
 def available_submissions(framework: str = "pytorch") -> list[str]:

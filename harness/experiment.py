@@ -1,104 +1,125 @@
-"""Run the trials of one submission on one workload and keep their run records.
+"""Plan the trials of a run: every (workload, submission, study, trial), and what to do with each.
 
 Trial directories follow DESIGN.md:
 `<experiment_dir>/<experiment_name>/<workload>_<framework>/<submission>/study_<k>/trial_<i>/`.
-Existing records are never destroyed silently: a finished trial with the same hyperparameters
-and seed is skipped and reported; anything else already there stops the run before it writes a
-byte, unless `overwrite` is set, in which case the old directory is removed and the removal said.
+Existing records are never destroyed silently. A trial already there with the same
+hyperparameters and seed is skipped when finished, resumed from its checkpoint when interrupted,
+and rerun from scratch when failed only if `rerun_failed` is set. Records of a different trial
+(other hyperparameters or seed) stop the whole run before anything is written, unless
+`overwrite` is set; every removal is said.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from harness import environment, spec
+from harness import environment, search_space, spec
 from harness.discovery import REPO_ROOT, Submission
 from harness.errors import UserInputError
-from harness.progress import TrialProgress
-from harness.records import TrialRecord
-from harness.trial import TrialOutcome, run_trial
+from harness.records import TrialRecord, read_json, write_json
+from harness.trial import TrialOutcome
 
-FINISHED = ("reached", "budget", "diverged", "stopped", "failed")
+FINISHED = ("reached", "budget", "diverged", "stopped")
 SELF_TUNING_BUDGET_FACTOR = 1.5  # DESIGN.md (Vocabulary: ruleset)
 
 
 @dataclass(frozen=True)
 class PlannedTrial:
+    experiment: "Experiment"
     study: int
     index: int  # 1-based, as AlgoPerf numbers trials
     point: dict | None
     seed: int
     dir: Path
-    skip: bool = False
+    action: str = "run"  # run | resume | skip | rerun (failed, removed first) | replace (--overwrite)
+
+    @property
+    def label(self) -> str:
+        e = self.experiment
+        return f"{e.workload.name}/{e.submission.name} study_{self.study}/trial_{self.index}"
 
 
 @dataclass
 class Experiment:
+    """One submission on one workload: `num_studies` studies of `num_trials` trials each."""
+
     workload: spec.Workload
+    workload_ref: str  # the --workload value that loads it again (name or path)
     framework: str
     submission: Submission
     ruleset: str
-    points: list[dict | None]
+    space: list | dict | None  # None under the self-tuning ruleset
+    num_trials: int
+    num_studies: int
     root: Path  # <experiment_dir>/<experiment_name>
     rng_seed: int
     max_global_steps: int | None = None
     flags: dict = field(default_factory=dict)
-    study: int = 0
 
     @property
     def budget_sec(self) -> float:
         factor = SELF_TUNING_BUDGET_FACTOR if self.ruleset == "self" else 1.0
         return self.workload.max_allowed_runtime_sec * factor
 
-    def trial_seed(self, index: int) -> int:
-        return int(np.random.SeedSequence([self.rng_seed, self.study, index]).generate_state(1)[0])
+    def seed(self, *path: int) -> int:
+        return int(np.random.SeedSequence([self.rng_seed, *path]).generate_state(1)[0])
 
-    def trial_dir(self, index: int) -> Path:
+    def points(self, study: int) -> list[dict | None]:
+        """The study's hyperparameter points: Halton draws seeded by the study, distinct per study."""
+        if self.space is None:
+            return [None]
+        return search_space.draw(self.space, self.num_trials, seed=self.seed(study))
+
+    def trials(self) -> list[PlannedTrial]:
         workload_dir = f"{self.workload.name}_{self.framework}"
-        return self.root / workload_dir / self.submission.name / f"study_{self.study}" / f"trial_{index}"
+        return [
+            PlannedTrial(self, study, index, point, self.seed(study, index),
+                         self.root / workload_dir / self.submission.name / f"study_{study}" / f"trial_{index}")
+            for study in range(self.num_studies)
+            for index, point in enumerate(self.points(study), start=1)
+        ]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def _decide(trial: PlannedTrial, overwrite: bool, rerun_failed: bool) -> tuple[PlannedTrial, str | None]:
+    """The trial with its action, and why it blocks the run (None if it does not)."""
+    if not trial.dir.exists():
+        return trial, None
+    meta, status = read_json(trial.dir / "meta.json"), read_json(trial.dir / "summary.json").get("status")
+    same = meta.get("hparams") == trial.point and meta.get("rng_seed") == trial.seed
+    if overwrite:
+        return replace(trial, action="replace"), None
+    if not same:
+        return trial, f"{trial.dir} (records of other hyperparameters or another seed)"
+    if status in FINISHED:
+        return replace(trial, action="skip"), None
+    if status == "failed":
+        return replace(trial, action="rerun" if rerun_failed else "skip"), None
+    return replace(trial, action="resume"), None
 
 
-def plan(experiment: Experiment, overwrite: bool) -> list[PlannedTrial]:
-    """Decide each trial's fate before anything is written; raise if existing records are in the way."""
-    planned, blocked = [], []
-    for index, point in enumerate(experiment.points, start=1):
-        trial = PlannedTrial(experiment.study, index, point, experiment.trial_seed(index), experiment.trial_dir(index))
-        if trial.dir.exists():
-            summary = _read_json(trial.dir / "summary.json") or {}
-            meta = _read_json(trial.dir / "meta.json") or {}
-            same = meta.get("hparams") == point and meta.get("rng_seed") == trial.seed
-            if summary.get("status") in FINISHED and same and not overwrite:
-                trial = PlannedTrial(**{**trial.__dict__, "skip": True})
-            elif not overwrite:
-                why = "different hyperparameters or seed" if not same else f"status {summary.get('status', 'unknown')}"
-                blocked.append(f"{trial.dir} ({why})")
-        planned.append(trial)
+def plan(experiments: list[Experiment], overwrite: bool = False, rerun_failed: bool = False) -> list[PlannedTrial]:
+    """Decide each trial's action before anything is written; raise if other records are in the way."""
+    decided = [_decide(t, overwrite, rerun_failed) for e in experiments for t in e.trials()]
+    blocked = [why for _, why in decided if why]
     if blocked:
         raise UserInputError(
             "existing run records would be replaced: " + "; ".join(blocked)
             + ". Choose another --experiment_name, or pass --overwrite to delete them"
         )
-    return planned
+    return [trial for trial, _ in decided]
 
 
-def _meta(experiment: Experiment, trial: PlannedTrial) -> dict:
-    workload = experiment.workload
+def meta(trial: PlannedTrial) -> dict:
+    """Everything a worker needs to run the trial, and everything scoring needs to read it."""
+    experiment, workload = trial.experiment, trial.experiment.workload
     return {
         "workload": workload.name,
+        "workload_ref": experiment.workload_ref,
         "framework": experiment.framework,
         "submission": experiment.submission.name,
         "submission_path": str(experiment.submission.path),
@@ -108,6 +129,8 @@ def _meta(experiment: Experiment, trial: PlannedTrial) -> dict:
         "rng_seed": trial.seed,
         "hparams": trial.point,
         "budget_sec": experiment.budget_sec,
+        "max_global_steps": experiment.max_global_steps,
+        "data_dir": str(workload.data_dir),
         "data_hash": workload.data_hash(),
         "hardware": environment.hardware(workload.hardware()),
         "software": environment.software(),
@@ -117,49 +140,45 @@ def _meta(experiment: Experiment, trial: PlannedTrial) -> dict:
     }
 
 
-def run_planned(experiment: Experiment, trial: PlannedTrial) -> TrialOutcome:
-    """Run one trial; a submission's exception is recorded as a failed trial, not raised."""
-    if trial.dir.exists():
+def prepare(trial: PlannedTrial) -> None:
+    """Create the trial directory (removing what --overwrite or --rerun_failed replaces)."""
+    if trial.action in ("replace", "rerun") and trial.dir.exists():
         shutil.rmtree(trial.dir)
-        print(f"removed existing records in {trial.dir} (--overwrite)", file=sys.stderr)
-    record = TrialRecord(trial.dir)
-    record.write_meta(_meta(experiment, trial))
-    record.write_hparams(trial.point)
-    record.write_summary(TrialOutcome("running").summary())
-    workload = experiment.workload
-    label = f"{workload.name}/{experiment.submission.name} trial_{trial.index}"
-    progress = TrialProgress(label, workload.target_metric_name, workload.validation_target_value, experiment.budget_sec)
-    try:
-        outcome = run_trial(
-            workload, experiment.submission, trial.point, trial.seed, experiment.budget_sec,
-            record, progress, experiment.max_global_steps,
-        )
-    except UserInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
-        outcome = TrialOutcome("failed", error="".join(traceback.format_exception(exc)))
-        outcome.stop_reason = f"{type(exc).__name__}: {exc}"
-    finally:
-        progress.close()
-    record.write_summary(outcome.summary())
-    return outcome
+        why = "--overwrite" if trial.action == "replace" else "--rerun_failed"
+        print(f"removed existing records in {trial.dir} ({why})", file=sys.stderr)
+    if trial.action in ("run", "replace", "rerun"):
+        record = TrialRecord(trial.dir)
+        record.write_meta(meta(trial))
+        record.write_hparams(trial.point)
+        record.write_summary(TrialOutcome("running").summary())
 
 
-def describe(experiment: Experiment, trial: PlannedTrial, summary: dict) -> str:
+def describe(trial: PlannedTrial) -> str:
     """One line: where the target was reached, or why not."""
-    workload = experiment.workload
-    head = f"{workload.name}/{experiment.submission.name} study_{trial.study}/trial_{trial.index}"
+    experiment, workload = trial.experiment, trial.experiment.workload
+    summary = read_json(trial.dir / "summary.json")
     metric = f"validation {workload.target_metric_name}"
     best = summary.get("best_validation")
     best_text = f"best {metric} {best:.4f}" if best is not None else "no evaluation"
     status = summary.get("status")
     if summary.get("time_to_target") is not None:
-        return (f"{head}: target reached ({metric} {workload.validation_target_value:g}) at "
+        line = (f"target reached ({metric} {workload.validation_target_value:g}) at "
                 f"{summary['time_to_target']:.1f} timed seconds / step {summary['steps_to_target']}")
-    reasons = {
-        "budget": f"target not reached within the {experiment.budget_sec:g} s budget ({best_text})",
-        "diverged": f"diverged: {summary.get('stop_reason')}",
-        "stopped": f"target not reached before {summary.get('stop_reason')} at step {summary.get('global_step')} ({best_text})",
-        "failed": f"failed: {summary.get('stop_reason')}",
-    }
-    return f"{head}: {reasons.get(status, f'status {status}')}"
+    else:
+        line = {
+            "budget": f"target not reached within the {experiment.budget_sec:g} s budget ({best_text})",
+            "diverged": f"diverged: {summary.get('stop_reason')}",
+            "stopped": f"target not reached before {summary.get('stop_reason')} at step "
+                       f"{summary.get('global_step')} ({best_text})",
+            "failed": f"failed: {summary.get('stop_reason')}",
+            "running": "interrupted; run the same command again to resume it from its checkpoint",
+        }.get(status, f"status {status}")
+    note = {"skip": " (recorded earlier; skipped)"}.get(trial.action, "")
+    return f"{trial.label}: {line}{note}"
+
+
+def write_failure(trial_dir: Path, reason: str, details: str) -> None:
+    """Record a trial that died without recording its own end (limit exceeded, crash)."""
+    summary = read_json(trial_dir / "summary.json") or TrialOutcome("running").summary()
+    summary.update(status="failed", stop_reason=reason, error=details)
+    write_json(trial_dir / "summary.json", summary)

@@ -50,3 +50,39 @@ class TrialProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class SweepProgress:
+    """Trials done / running / failed over a sweep, with an ETA; one line per finished trial off a terminal."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.started_at = total, time.monotonic()
+        self.counts = {"done": 0, "failed": 0, "interrupted": 0}
+        self.running = 0
+        self.interactive = sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not self.interactive or total == 1)
+
+    def _status(self) -> str:
+        finished = sum(self.counts.values())
+        eta = ""
+        if finished and finished < self.total:
+            remaining = (time.monotonic() - self.started_at) / finished * (self.total - finished)
+            eta = f", ETA {remaining / 60:.1f} min"
+        return (f"{self.counts['done']} done, {self.running} running, {self.counts['failed']} failed"
+                + (f", {self.counts['interrupted']} interrupted" if self.counts["interrupted"] else "") + eta)
+
+    def on_start(self, label: str) -> None:
+        self.running += 1
+        self.bar.set_postfix_str(self._status())
+
+    def on_end(self, label: str, outcome: str) -> None:
+        self.running -= 1
+        self.counts[outcome] += 1
+        self.bar.update(1)
+        self.bar.set_postfix_str(self._status())
+        if not self.interactive and self.total > 1:
+            print(f"[{sum(self.counts.values())}/{self.total}] {label}: {outcome} ({self._status()})",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()

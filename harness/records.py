@@ -53,6 +53,14 @@ def _jsonl(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object from a file; {} when the file is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -75,6 +83,17 @@ class TrialRecord:
     def write_summary(self, summary: dict) -> None:
         write_json(self.dir / "summary.json", summary)
 
+    def resume(self, checkpoint_row: dict) -> None:
+        """Reload the rows of an interrupted run up to its checkpoint; the checkpoint's own
+        evaluation row is appended if the run died before writing it."""
+        step = checkpoint_row["global_step"]
+        self.eval_rows = [r for r in read_jsonl_prefix(self.dir / "eval.jsonl") if r["global_step"] <= step]
+        if not self.eval_rows or self.eval_rows[-1]["global_step"] != step:
+            self.eval_rows.append(checkpoint_row)
+        self.train_rows = [r for r in read_jsonl_prefix(self.dir / "train.jsonl") if r["global_step"] <= step]
+        atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
+        atomic_write_text(self.dir / "train.jsonl", _jsonl(self.train_rows))
+
     def add_eval(self, row: dict) -> None:
         self.eval_rows.append(row)
         atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
@@ -83,6 +102,18 @@ class TrialRecord:
         if rows:
             self.train_rows.extend(rows)
             atomic_write_text(self.dir / "train.jsonl", _jsonl(self.train_rows))
+
+
+def read_jsonl_prefix(path: Path) -> list[dict]:
+    """The complete JSON lines of a file (a torn last line, from a killed writer, is dropped)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
 
 
 def eval_measurements_csv(rows: list[dict]) -> str:

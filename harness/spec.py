@@ -60,10 +60,28 @@ class TrainingCompleteError(Exception):
 
 
 def make_hyperparameters(point: Mapping[str, Any] | None) -> Hyperparameters:
-    """Turn a search-space point into AlgoPerf's attribute-access namedtuple (None stays None)."""
+    """Turn a search-space point into AlgoPerf's attribute-access namedtuple (None stays None).
+
+    The tuple remembers which fields were read, in `type(hp).fields_read`, so the harness can warn
+    about search-space keys a submission never uses.
+    """
     if point is None:
         return None
-    return namedtuple("Hyperparameters", sorted(point))(**{k: point[k] for k in sorted(point)})
+    names = sorted(point)
+    fields_read: set[str] = set()
+
+    class Hyperparameters(namedtuple("Hyperparameters", names)):
+        __slots__ = ()
+
+        def __getattribute__(self, name: str) -> Any:
+            if name in names:
+                fields_read.add(name)
+            elif name == "_asdict":
+                fields_read.update(names)
+            return super().__getattribute__(name)
+
+    Hyperparameters.fields_read = fields_read
+    return Hyperparameters(**{k: point[k] for k in names})
 
 
 class Workload(abc.ABC):
@@ -75,6 +93,7 @@ class Workload(abc.ABC):
     """
 
     name: str
+    suite: str | None = None  # "mini" for the mini suite (`submit.py --suite mini`)
     target_metric_name: str
     metric_direction: str  # "min" or "max"
     validation_target_value: float
@@ -204,6 +223,14 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def latest_train_loss(self) -> float | None:
         """Mean loss of the latest `loss_fn` call made for training, or None if there was none."""
+
+    @abc.abstractmethod
+    def save_checkpoint(self, path: Path, params, model_state, optimizer_state, loop: dict) -> None:
+        """Atomically save model, optimizer state, random states and the trial loop's `loop` dict."""
+
+    @abc.abstractmethod
+    def load_checkpoint(self, path: Path, params, optimizer_state) -> tuple[Any, Any, dict]:
+        """Load a checkpoint into live params and a fresh optimizer state: (model_state, optimizer_state, loop)."""
 
     @abc.abstractmethod
     def hardware(self) -> dict[str, Any]:

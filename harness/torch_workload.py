@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
+from harness import spec, torch_checkpoint
 
 _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "weight", spec.ParameterType.CONV_WEIGHT),
@@ -218,6 +218,12 @@ class TorchWorkload(spec.Workload):
             return None
         summed, n_valid_examples = self.last_train_loss
         return float(summed.detach()) / float(n_valid_examples)
+
+    def save_checkpoint(self, path, params, model_state, optimizer_state, loop) -> None:
+        torch_checkpoint.save(path, params, model_state, optimizer_state, loop)
+
+    def load_checkpoint(self, path, params, optimizer_state):
+        return torch_checkpoint.load(path, params, optimizer_state)
 
     def hardware(self) -> dict[str, object]:
         if self.device.type != "cuda":

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -35,6 +36,7 @@ class TrialOutcome:
     stop_reason: str | None = None
     error: str | None = None
     test_target_reached: bool = False
+    unused_hyperparameters: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,16 +62,35 @@ def trial_seeds(rng_seed: int) -> dict[str, int]:
     return {"data": int(data), "model": int(model), "optimizer": int(optimizer), "step": int(step)}
 
 
-def _eval_row(step: int, clock: TrialClock, results: dict) -> dict:
+def _eval_row(step: int, clock: TrialClock, results: dict, preemption_count: int) -> dict:
     return {
         "global_step": step,
         "accumulated_submission_time": clock.submission_time,
         "accumulated_eval_time": clock.eval_time,
         "accumulated_logging_time": clock.logging_time,
         "total_duration": clock.total_duration(),
-        "preemption_count": 0,
+        "preemption_count": preemption_count,
         **results,
     }
+
+
+class CountingIterator:
+    """Counts the batches taken from the input queue, so a resumed trial sees the same data."""
+
+    def __init__(self, iterator) -> None:
+        self._iterator, self.consumed = iterator, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = next(self._iterator)
+        self.consumed += 1
+        return item
+
+    def skip(self, count: int) -> None:
+        for _ in range(count):
+            next(self)
 
 
 def run_trial(
@@ -81,21 +102,33 @@ def run_trial(
     record: TrialRecord,
     progress: Progress,
     max_global_steps: int | None = None,
+    checkpoint: Path | None = None,
     now: Callable[[], float] = time.perf_counter,
 ) -> TrialOutcome:
     """Train until a stopping rule fires; `record` is complete after every evaluation.
 
-    `now` is the clock's time source (tests pass a fake one to check the accounting exactly).
+    With `checkpoint`, the trial state is saved there after every evaluation (untimed, counted as
+    logging), and a trial that finds one resumes from it: timed seconds carried over,
+    `preemption_count` one higher. `now` is the clock's time source (tests pass a fake one).
     """
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
     hyperparameters = spec.make_hyperparameters(point)
     data_dir = str(workload.data_dir)
-    input_queue = workload._build_input_queue(seeds["data"], "train", data_dir, submission.batch_size(workload))
+    input_queue = CountingIterator(
+        workload._build_input_queue(seeds["data"], "train", data_dir, submission.batch_size(workload))
+    )
     params, model_state = workload.init_model_fn(seeds["model"])
     optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
-    outcome, eval_results, train_rows, step = TrialOutcome("running"), [], [], 0
+    outcome, eval_results, train_rows, step, preemptions = TrialOutcome("running"), [], [], 0, 0
     clock = TrialClock(workload.sync, now)
+    if checkpoint is not None and checkpoint.exists():
+        model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
+        step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
+        outcome = TrialOutcome(**loop["outcome"])
+        clock.restore(loop["clock"])
+        input_queue.skip(loop["consumed_batches"])
+        record.resume(loop["eval_row"])
     clock.start_timed()
     while True:
         step_rng = seeds["step"] + step
@@ -142,7 +175,13 @@ def run_trial(
         with clock.untimed("logging"):
             eval_results.append((step, results))
             outcome.observe(workload, step, clock.submission_time, results)
-            row = _eval_row(step, clock, results)
+            row = _eval_row(step, clock, results, preemptions)
+            if checkpoint is not None:
+                workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, {
+                    "global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
+                    "outcome": outcome.summary(), "clock": clock.state(), "consumed_batches": input_queue.consumed,
+                    "eval_row": row,
+                })
             record.add_eval(row)
             record.add_train(train_rows)
             train_rows = []
@@ -157,4 +196,6 @@ def run_trial(
             break
         clock.start_timed()
     record.add_train(train_rows)
+    if hyperparameters is not None:
+        outcome.unused_hyperparameters = sorted(set(point) - type(hyperparameters).fields_read)
     return outcome

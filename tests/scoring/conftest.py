@@ -115,7 +115,20 @@ class Records:
             (d / "summary.json").write_text(json.dumps(summary))
         return d
 
-    def algoperf(self, submission, workload, study, trial, rows, *, framework="jax", hparams=None, hardware=None, text=None, logs="logs"):
+    def algoperf(
+        self,
+        submission,
+        workload,
+        study,
+        trial,
+        rows,
+        *,
+        framework="jax",
+        hparams=None,
+        hardware=None,
+        text=None,
+        logs="logs",
+    ):
         d = self.root / logs / submission / f"study_{study}" / f"{workload}_{framework}" / f"trial_{trial}"
         d.mkdir(parents=True, exist_ok=True)
         if text is None:
@@ -132,7 +145,12 @@ class Records:
         if hparams is not None:
             (d / "hparams.json").write_text(json.dumps(hparams))
         if hardware is not None:
-            meta = {"rng_seed": 7, "cpu_model_name": hardware[0], "gpu_model_name": hardware[1], "gpu_count": hardware[2]}
+            meta = {
+                "rng_seed": 7,
+                "cpu_model_name": hardware[0],
+                "gpu_model_name": hardware[1],
+                "gpu_count": hardware[2],
+            }
             (d / "meta_data_0.json").write_text(json.dumps(meta))
         return d
 

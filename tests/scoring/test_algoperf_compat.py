@@ -140,16 +140,30 @@ def _random_tree(records, rng, version):
                     if rng.random() < 0.2:
                         values[int(rng.integers(0, n))] = math.nan  # NaN metrics never count
                     evals = [
-                        {"accumulated_submission_time": float(t), "global_step": int(k), "accumulated_eval_time": 0.0,
-                         "accumulated_logging_time": 0.0, "total_duration": float(t), "preemption_count": 0,
-                         target.validation_metric: v}
+                        {
+                            "accumulated_submission_time": float(t),
+                            "global_step": int(k),
+                            "accumulated_eval_time": 0.0,
+                            "accumulated_logging_time": 0.0,
+                            "total_duration": float(t),
+                            "preemption_count": 0,
+                            target.validation_metric: v,
+                        }
                         for t, k, v in zip(times, steps, values)
                     ]
                     records.algoperf(submission, workload, study, trial, evals)
                     rows.append(
-                        {"submission": submission, "workload": workload, "study": study, "trial": trial,
-                         "metric": values, "score": times, "global_step": steps,
-                         "target": target.validation_target, "minimize": target.direction == "min"}
+                        {
+                            "submission": submission,
+                            "workload": workload,
+                            "study": study,
+                            "trial": trial,
+                            "metric": values,
+                            "score": times,
+                            "global_step": steps,
+                            "target": target.validation_target,
+                            "minimize": target.direction == "min",
+                        }
                     )
     return pd.DataFrame(rows), targets
 
@@ -180,7 +194,9 @@ def test_held_out_variant_disqualifies_its_base(records, tmp_path):
         records.algoperf("A", "ogbg_model_size", study, 1, _rows(variant, math.inf, 0))
         records.algoperf("B", "ogbg", study, 1, _rows(ogbg, 150.0, 10))
         records.algoperf("B", "ogbg_model_size", study, 1, _rows(variant, 120.0, 10))
-    board = score_runs(load_runs([tmp_path / "logs"], algoperf_version="0.5"), ScoringConfig.algoperf("0.5"), n_bootstrap=10)
+    board = score_runs(
+        load_runs([tmp_path / "logs"], algoperf_version="0.5"), ScoringConfig.algoperf("0.5"), n_bootstrap=10
+    )
     assert math.isinf(board.ratios.loc["A", "ogbg"])
     assert board.ratios.loc["B", "ogbg"] == 1.0
     scores = board.table.set_index("entry")["score"]

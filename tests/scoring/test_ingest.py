@@ -13,13 +13,21 @@ from scoring import RunRecordError, hyperparameters, load_runs
 
 def test_timetrial_layout_becomes_one_row_per_evaluation(records, tmp_path):
     records.timetrial("adamw", "mnist", 0, 0, records.reaching(30.0), hparams={"lr": 0.1, "wd": 0.0}, hardware="hw1")
-    records.timetrial("adamw", "mnist", 0, 1, records.reaching(40.0, n=4, hit_index=2), hparams={"lr": 0.3, "wd": 0.1}, hardware="hw1")
+    records.timetrial(
+        "adamw", "mnist", 0, 1, records.reaching(40.0, n=4, hit_index=2), hparams={"lr": 0.3, "wd": 0.1}, hardware="hw1"
+    )
     runs = load_runs([tmp_path])
     e = runs.evals
     assert len(e) == 6 + 4 and len(runs.trials) == 2
     assert list(e["eval_index"]) == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
     first = e.iloc[0]
-    assert (first["submission"], first["workload"], first["framework"], first["study"], first["trial"]) == ("adamw", "mnist", "pytorch", 0, 0)
+    assert (first["submission"], first["workload"], first["framework"], first["study"], first["trial"]) == (
+        "adamw",
+        "mnist",
+        "pytorch",
+        0,
+        0,
+    )
     assert first["layout"] == "timetrial" and first["hardware"] == "hw1" and first["seed"] == 0
     assert json.loads(first["hparams"]) == {"lr": 0.1, "wd": 0.0}
     assert first["target_metric"] == "validation/error_rate" and first["direction"] == "min"
@@ -44,7 +52,13 @@ def test_algoperf_layout_reads_csv_hparams_seed_and_hardware(records, tmp_path):
 
 def test_both_layouts_in_one_table(records, tmp_path):
     records.timetrial("adamw", "mnist", 0, 0, records.reaching(30.0))
-    records.algoperf("nadamw", "ogbg", 0, 1, records.reaching(40.0, target=0.28098, direction="max", metric="validation/mean_average_precision"))
+    records.algoperf(
+        "nadamw",
+        "ogbg",
+        0,
+        1,
+        records.reaching(40.0, target=0.28098, direction="max", metric="validation/mean_average_precision"),
+    )
     runs = load_runs([tmp_path])
     assert sorted(runs.trials["layout"].astype(str)) == ["algoperf", "timetrial"]
     assert runs.evals["trial_id"].is_monotonic_increasing
@@ -183,3 +197,24 @@ def test_trial_without_evaluations_is_kept_and_empty_dir_skipped(records, tmp_pa
 def test_missing_run_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="run directory does not exist"):
         load_runs([tmp_path / "nope"])
+
+
+def test_same_table_without_orjson_and_with_crlf_csv(records, tmp_path, monkeypatch):
+    rows = records.curve([1, 2, 3], [0.5, math.nan, 0.05])
+    rows[0]["train/loss"] = math.inf
+    records.timetrial("a", "w", 0, 0, rows)
+    d = records.algoperf(
+        "s",
+        "ogbg",
+        0,
+        1,
+        records.reaching(30.0, target=0.28098, direction="max", metric="validation/mean_average_precision"),
+    )
+    csv_path = d / "eval_measurements.csv"
+    csv_path.write_bytes(csv_path.read_bytes().replace(b"\n", b"\r\n"))
+    fast = load_runs([tmp_path]).evals
+    monkeypatch.setattr("scoring.ingest.orjson", None)
+    plain = load_runs([tmp_path]).evals
+    assert fast.equals(plain)
+    assert math.isinf(plain["train/loss"].iloc[0]) and np.isnan(plain["validation/error_rate"].iloc[1])
+    assert len(plain) == 3 + 6

@@ -20,14 +20,15 @@ SPLIT_SEED = 0  # fixed permutation that carves validation out of the official t
 
 class FashionMnistWorkload(spec.Workload):
     name = "fashion_mnist"
+    suite = "mini"
     target_metric_name = "error_rate"
     metric_direction = "min"
-    # Calibrated on a 2-core CPU by scripts/set_targets.py (docs/targets.md).
-    validation_target_value = 0.12
-    test_target_value = 0.125
-    max_allowed_runtime_sec = 180.0
+    # From scripts/set_targets.py --rule worst on a 2-core CPU: docs/targets/fashion_mnist.json, docs/targets.md.
+    validation_target_value = 0.089
+    test_target_value = 0.095
+    max_allowed_runtime_sec = 250.0
     eval_period_time_sec = 10.0
-    step_hint = 1800
+    step_hint = 1800  # about 2 minutes of NAdamW steps on a 2-core CPU (docs/targets.md)
     loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
     reference_batch_size = 128
     num_train_examples = 60_000 - NUM_VALIDATION

@@ -45,6 +45,7 @@ def split_by_chapter(verses: list[tuple[str, int, int, str]]) -> dict[str, str]:
 
 class KjvLmWorkload(spec.Workload):
     name = "kjv_lm"
+    suite = "mini"
     target_metric_name = "ppl"
     metric_direction = "min"
     # Calibrated on a 2-core CPU by scripts/set_targets.py (docs/targets.md).

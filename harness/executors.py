@@ -1,0 +1,152 @@
+"""Executors: run planned trials, each in its own worker process, under wall-clock and memory limits.
+
+* `run_local` — the embedded executor: up to `max_workers` worker processes at once, supervised
+  from this process's main thread.
+* `run_ray` — the same supervision inside Ray tasks, on a local Ray instance or an existing
+  cluster (`address`); the trial directories must be on a filesystem the cluster shares.
+
+A worker that crashes, exceeds its wall-clock limit, or grows past its memory limit (resident
+memory of the worker and its children, polled) is killed and its trial recorded as failed with
+the reason; the run goes on. A worker killed from outside by SIGKILL leaves its trial
+*interrupted*: rerunning the command resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from harness.discovery import REPO_ROOT
+from harness.experiment import write_failure
+from harness.records import read_json
+from harness.worker import PARENT_PID_VARIABLE
+
+POLL_SEC = 0.1
+LOG_TAIL_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_sec: float | None = None
+    memory_gb: float | None = None
+
+
+class TrialProcess:
+    """One supervised worker process for one trial directory."""
+
+    def __init__(self, trial_dir: Path, limits: Limits, stream_output: bool) -> None:
+        self.trial_dir, self.limits = trial_dir, limits
+        self._log = None if stream_output else open(trial_dir / "log.txt", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "harness.worker", str(trial_dir)], cwd=REPO_ROOT,
+            env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid())},
+            stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True,
+        )
+        self.started = time.monotonic()
+
+    def _resident_gb(self) -> float:
+        try:
+            root = psutil.Process(self.process.pid)
+            processes = [root, *root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in processes) / 2**30
+        except psutil.Error:
+            return 0.0
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def _fail(self, reason: str) -> str:
+        self.kill()
+        write_failure(self.trial_dir, reason, reason)
+        return self._finish("failed")
+
+    def _finish(self, outcome: str) -> str:
+        if self._log is not None:
+            self._log.close()
+        return outcome
+
+    def _log_tail(self) -> str:
+        path = self.trial_dir / "log.txt"
+        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self._log is not None else "(output above)"
+
+    def poll(self) -> str | None:
+        """None while the trial runs; then 'done', 'failed' or 'interrupted'."""
+        code = self.process.poll()
+        if code is None:
+            wall, memory = self.limits.wall_sec, self.limits.memory_gb
+            if wall is not None and time.monotonic() - self.started > wall:
+                return self._fail(f"exceeded the per-trial wall-clock limit of {wall:g} s")
+            if memory is not None and (resident := self._resident_gb()) > memory:
+                return self._fail(f"exceeded the per-trial memory limit of {memory:g} GB (resident {resident:.2f} GB)")
+            return None
+        status = read_json(self.trial_dir / "summary.json").get("status")
+        if code in (0, 1) and status != "running":
+            return self._finish("failed" if status == "failed" else "done")
+        if code == -signal.SIGKILL:
+            return self._finish("interrupted")
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        write_failure(self.trial_dir, f"the worker process died ({how})", self._log_tail())
+        return self._finish("failed")
+
+
+def supervise(trial_dir: Path, limits: Limits) -> str:
+    """Run one trial's worker to its end; used by Ray tasks."""
+    process = TrialProcess(trial_dir, limits, stream_output=False)
+    while (outcome := process.poll()) is None:
+        time.sleep(POLL_SEC)
+    return outcome
+
+
+def run_local(trial_dirs: list[Path], limits: Limits, max_workers: int,
+              on_start: Callable[[Path], None], on_end: Callable[[Path, str], None]) -> None:
+    """Run the trials with at most `max_workers` at a time. A single trial streams its output here."""
+    pending, running = list(trial_dirs), []
+    try:
+        while pending or running:
+            while pending and len(running) < max_workers:
+                trial_dir = pending.pop(0)
+                on_start(trial_dir)
+                running.append(TrialProcess(trial_dir, limits, stream_output=len(trial_dirs) == 1))
+            time.sleep(POLL_SEC)
+            for process in list(running):
+                if (outcome := process.poll()) is not None:
+                    running.remove(process)
+                    on_end(process.trial_dir, outcome)
+    finally:
+        for process in running:
+            process.kill()
+
+
+def run_ray(trial_dirs: list[Path], limits: Limits, address: str | None, max_workers: int,
+            on_start: Callable[[Path], None], on_end: Callable[[Path, str], None]) -> None:
+    """Run the trials as Ray tasks (one CPU each) on `address`, or on a local Ray instance."""
+    import ray
+
+    runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=max_workers, runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(supervise)
+        futures = {}
+        for trial_dir in trial_dirs:
+            on_start(trial_dir)
+            futures[task.remote(trial_dir, limits)] = trial_dir
+        while futures:
+            done, _ = ray.wait(list(futures), num_returns=1)
+            on_end(futures.pop(done[0]), ray.get(done[0]))
+    finally:
+        ray.shutdown()

@@ -1,0 +1,67 @@
+"""AdaHessian (Yao et al., 2021, AAAI, arXiv:2006.00719): Adam with the squared gradient replaced by
+a spatially averaged Hutchinson estimate of the Hessian diagonal, drawn with Rademacher probes at
+every step.
+
+    python submit.py --workload fashion_mnist --submission adahessian
+
+One step: forward in train mode, backward with `create_graph=True`, one Hessian-vector product
+with a Rademacher probe z, D = spatial average of |z ⊙ Hz| (per 3x3 kernel for convolutions), then
+`torch_curvature.AdaHessian` steps. Attention runs its math kernel, the only one with a double
+backward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness import spec
+from submissions.torch_curvature import (
+    AdaHessian, hutchinson_diagonal, mean_loss, spatially_averaged, training_logits, twice_differentiable,
+)
+from submissions.torch_schedules import warmup_cosine_decay
+
+EPSILON = 1e-4  # official Adahessian default (amirgholami/adahessian, image_classification/optim_adahessian.py)
+PROBES = "rademacher"  # Yao et al. (2021), Section 3.1
+
+# Self-tuning ruleset: the official CIFAR-10 ResNet recipe (image_classification/main.py): lr 0.15,
+# β = (0.9, 0.999), Hessian power 1, weight decay 5e-4 applied decoupled as 5e-4 / lr (the script's
+# own correction); warmup 5% as in AlgoPerf's AdamW search space (the official script uses step decay).
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
+    "learning_rate": 0.15, "one_minus_beta1": 0.1, "beta2": 0.999, "weight_decay": 5e-4 / 0.15,
+    "hessian_power": 1.0, "warmup_factor": 0.05, "label_smoothing": 0.0, "dropout_rate": 0.0,
+})
+
+
+def init_optimizer_state(
+    workload: spec.Workload, model_params: torch.nn.Module, model_state: spec.ModelAuxiliaryState,
+    hyperparameters: spec.Hyperparameters, rng: spec.RandomState,
+) -> dict:
+    del model_state, rng
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    optimizer = AdaHessian(
+        model_params.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), eps=EPSILON,
+        weight_decay=hp.weight_decay, hessian_power=hp.hessian_power,
+    )
+    return {"optimizer": optimizer, "scheduler": warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)}
+
+
+def update_params(
+    workload: spec.Workload, current_param_container: torch.nn.Module, current_params_types,
+    model_state: spec.ModelAuxiliaryState, hyperparameters: spec.Hyperparameters, batch: dict[str, torch.Tensor],
+    loss_type: spec.LossType, optimizer_state: dict, eval_results: list, global_step: int, rng: spec.RandomState,
+    train_state: dict | None = None,
+) -> spec.UpdateReturn:
+    """One AdaHessian step: gradient, one Rademacher Hessian-vector product, update."""
+    del current_params_types, loss_type, eval_results, global_step, train_state
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    model, optimizer = current_param_container, optimizer_state["optimizer"]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    with twice_differentiable():
+        logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)
+        loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
+        grads, probes = hutchinson_diagonal(loss, params, PROBES)
+    for p, g in zip(params, grads):
+        p.grad = g
+    optimizer.step(spatially_averaged(probes))
+    optimizer_state["scheduler"].step()
+    return optimizer_state, model, new_model_state

@@ -1,0 +1,89 @@
+"""MeZO (Malladi et al., 2023, NeurIPS, arXiv:2305.17333): zeroth-order SGD with in-place
+perturbations, two forward passes per step, no backward pass and no optimizer state.
+
+    python submit.py --workload fashion_mnist --submission mezo --tuning_ruleset self
+
+One step (Algorithm 1), with s the step's seed, z ~ N(0, I) regenerated from s in parameter order:
+
+    θ ← θ + εz;   ℓ₊ = L(θ; B)
+    θ ← θ − 2εz;  ℓ₋ = L(θ; B)
+    g = (ℓ₊ − ℓ₋) / (2ε)
+    θ ← θ + εz, then θ ← θ − η (g z + λ θ)     (λ only on weights, not biases or norm parameters)
+
+The reset and the update share one regeneration of z. As in the official trainer (`zo_forward`),
+both losses are taken in evaluation mode: no dropout, BatchNorm normalises with its running
+statistics, which MeZO never updates. For the harness's divergence check, `workload.loss_fn` is
+called with gradients enabled on the second pass (its logits carry no graph): the recorded
+training loss is ℓ₋, within O(ε) of L(θ).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness import spec
+from harness.spec import ParameterType
+
+# Weight decay skips biases and normalisation parameters, as the official trainer skips "bias" and
+# "layer_norm" names (princeton-nlp/MeZO, large_models/trainer.py).
+NO_DECAY = {
+    ParameterType.BIAS, ParameterType.BATCH_NORM_SCALE, ParameterType.BATCH_NORM_BIAS,
+    ParameterType.LAYER_NORM_SCALE, ParameterType.LAYER_NORM_BIAS, ParameterType.ATTENTION_BIAS,
+}
+
+# Self-tuning ruleset: ε = 1e-3 and a constant learning rate from the paper's grids (Appendix D:
+# ε = 1e-3; lr 1e-7 ... 1e-5 for RoBERTa-large, the largest of which suits small models trained
+# from scratch); weight decay 0 as in the paper's runs.
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({"learning_rate": 1e-5, "epsilon": 1e-3, "weight_decay": 0.0})
+
+
+def init_optimizer_state(
+    workload: spec.Workload, model_params: torch.nn.Module, model_state: spec.ModelAuxiliaryState,
+    hyperparameters: spec.Hyperparameters, rng: spec.RandomState,
+) -> dict:
+    """MeZO keeps no optimizer state: only which parameters take weight decay."""
+    del model_state, hyperparameters, rng
+    types = workload.model_params_types
+    return {"decay": [types[name] not in NO_DECAY for name, _ in model_params.named_parameters()]}
+
+
+def _perturb(params: list[torch.Tensor], seed: int, scale: float) -> None:
+    """θ ← θ + scale · z, with z regenerated from `seed`."""
+    generator = torch.Generator(device=params[0].device).manual_seed(seed)
+    for p in params:
+        p.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), alpha=scale)
+
+
+def _loss(workload: spec.Workload, model: torch.nn.Module, model_state, batch: dict, rng) -> float:
+    logits, _ = workload.model_fn(model, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False)
+    with torch.enable_grad():  # recorded as the training loss; the logits carry no graph
+        loss_dict = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
+    return float(loss_dict["summed"]) / float(loss_dict["n_valid_examples"])
+
+
+@torch.no_grad()
+def update_params(
+    workload: spec.Workload, current_param_container: torch.nn.Module, current_params_types,
+    model_state: spec.ModelAuxiliaryState, hyperparameters: spec.Hyperparameters, batch: dict[str, torch.Tensor],
+    loss_type: spec.LossType, optimizer_state: dict, eval_results: list, global_step: int, rng: spec.RandomState,
+    train_state: dict | None = None,
+) -> spec.UpdateReturn:
+    """One MeZO step (see the module docstring); the step's seed is the harness's per-step `rng`."""
+    del current_params_types, loss_type, eval_results, global_step, train_state
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    model = current_param_container
+    params = list(model.parameters())
+    seed, epsilon = int(rng), hp.epsilon
+    _perturb(params, seed, epsilon)
+    loss_plus = _loss(workload, model, model_state, batch, rng)
+    _perturb(params, seed, -2.0 * epsilon)
+    loss_minus = _loss(workload, model, model_state, batch, rng)
+    projected_grad = (loss_plus - loss_minus) / (2.0 * epsilon)
+    generator = torch.Generator(device=params[0].device).manual_seed(seed)
+    for p, decay in zip(params, optimizer_state["decay"]):
+        z = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+        p.add_(z, alpha=epsilon)
+        if decay:
+            p.mul_(1.0 - hp.learning_rate * hp.weight_decay)
+        p.add_(z, alpha=-hp.learning_rate * projected_grad)
+    return optimizer_state, model, model_state

@@ -1,0 +1,240 @@
+"""Diagonal curvature estimates and the optimizers built on them, for the full-API PyTorch submissions
+`sophia_g`, `sophia_h` and `adahessian`.
+
+Estimators, for a loss L(θ) with gradient g on a mini-batch of B examples (tokens for a sequence model):
+
+    Hutchinson (Hutchinson, 1990):   ĥ = u ⊙ (∇²L u),  u ~ N(0, I) or Rademacher
+    Gauss-Newton-Bartlett (Liu et al., 2023, Algorithm 2):
+                                     ŷ ~ softmax(f(θ, x)),  ĝ = ∇ (1/B) Σ ℓ(f(θ, x), ŷ),  ĥ = B · ĝ ⊙ ĝ
+
+Probes and sampled labels are drawn from torch's global generator, which the harness seeds per trial.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from harness import spec
+
+HUTCHINSON_DISTRIBUTIONS = ("gaussian", "rademacher")
+
+
+def training_logits(
+    workload: spec.Workload,
+    model: torch.nn.Module,
+    model_state: spec.ModelAuxiliaryState,
+    batch: dict[str, torch.Tensor],
+    hyperparameters: spec.Hyperparameters,
+    rng: spec.RandomState,
+) -> tuple[torch.Tensor, spec.ModelAuxiliaryState]:
+    """Forward pass in train mode (BatchNorm statistics updated) with the point's `dropout_rate`,
+    as the harness's short form does."""
+    return workload.model_fn(
+        params=model,
+        augmented_and_preprocessed_input_batch=batch,
+        model_state=model_state,
+        mode=spec.ForwardPassMode.TRAIN,
+        rng=rng,
+        update_batch_norm=True,
+        dropout_rate=getattr(hyperparameters, "dropout_rate", None),
+    )
+
+
+def mean_loss(
+    workload: spec.Workload,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """(mean loss, number of valid examples) of `workload.loss_fn`. Called with gradients on, so the
+    harness's divergence check reads the latest such call as the training loss."""
+    loss_dict = workload.loss_fn(
+        label_batch=labels, logits_batch=logits, mask_batch=batch.get("weights"), label_smoothing=label_smoothing
+    )
+    return loss_dict["summed"] / loss_dict["n_valid_examples"], loss_dict["n_valid_examples"]
+
+
+def sampled_labels(workload: spec.Workload, logits: torch.Tensor) -> torch.Tensor:
+    """Labels drawn from the model's own output distribution, ŷ ~ softmax(logits): the
+    Gauss-Newton-Bartlett estimator's labels (Liu et al., 2023). Only for softmax cross-entropy."""
+    if workload.loss_type != spec.LossType.SOFTMAX_CROSS_ENTROPY:
+        raise ValueError(
+            f"the Gauss-Newton-Bartlett estimator samples labels from a softmax; workload {workload.name} has "
+            f"loss {workload.loss_type.name}: use the Hutchinson estimator (submission sophia_h) instead"
+        )
+    return torch.distributions.Categorical(logits=logits.detach()).sample()
+
+
+def twice_differentiable():
+    """A context in which scaled-dot-product attention uses its math kernel: the fused CPU and GPU
+    kernels have no double backward, which Hessian-vector products need."""
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def hutchinson_diagonal(
+    loss: torch.Tensor, params: Sequence[torch.Tensor], distribution: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The gradient g = ∇L and one Hutchinson probe of the Hessian, z ⊙ (∇²L z), for each parameter.
+
+    Costs one backward pass with `create_graph=True` and one Hessian-vector product. The probes are
+    drawn in parameter order from the global generator: `randint_like(p, 0, 2) * 2 - 1` for
+    Rademacher, `randn_like(p)` for Gaussian.
+    """
+    if distribution not in HUTCHINSON_DISTRIBUTIONS:
+        raise ValueError(f"unknown probe distribution {distribution!r}; choose one of {HUTCHINSON_DISTRIBUTIONS}")
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    if distribution == "rademacher":
+        probes = [torch.randint_like(p, 0, 2) * 2.0 - 1.0 for p in params]
+    else:
+        probes = [torch.randn_like(p) for p in params]
+    hessian_probes = torch.autograd.grad(grads, params, grad_outputs=probes)
+    return [g.detach() for g in grads], [z * hz for z, hz in zip(probes, hessian_probes)]
+
+
+def spatially_averaged(values: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """AdaHessian's spatial averaging (Yao et al., 2021, Section 3.3): |v| for tensors of up to two
+    dimensions; for convolution kernels (out, in, k_h, k_w), |v| averaged over the k_h x k_w
+    positions, broadcast back over them."""
+    averaged = []
+    for v in values:
+        if v.dim() <= 2:
+            averaged.append(v.abs())
+        elif v.dim() == 4:
+            averaged.append(v.abs().mean(dim=(2, 3), keepdim=True).expand_as(v))
+        else:
+            raise ValueError(f"no spatial averaging rule for a {v.dim()}-D parameter of shape {tuple(v.shape)}")
+    return averaged
+
+
+class Sophia(torch.optim.Optimizer):
+    r"""Sophia's update (Liu et al., 2023, Algorithm 3), in the parameterisation of the official code
+    (Liuhong99/Sophia, `sophia.py`), where `lr` stands for the paper's ρ·η:
+
+        θ ← θ (1 − lr λ)
+        m ← β₁ m + (1 − β₁) g
+        h ← β₂ h + (1 − β₂) ĥ          only on steps where a curvature estimate ĥ is given
+        θ ← θ − lr · clip(m / max(ρ h, ε), 1)      clip(x, 1) = max(min(x, 1), −1) element-wise
+
+    Call `update_hessian(estimates)` before `step()` on the steps that refresh h (every k steps).
+    h starts at 0, so before the first estimate the update is lr · sign(m).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        betas: tuple[float, float] = (0.965, 0.99),
+        rho: float = 0.04,
+        weight_decay: float = 0.1,
+        eps: float = 1e-15,
+    ) -> None:
+        if lr < 0 or rho <= 0 or eps <= 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(
+                f"invalid Sophia hyperparameters: lr={lr}, betas={betas}, rho={rho}, weight_decay={weight_decay}, eps={eps}"
+            )
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "rho": rho, "weight_decay": weight_decay, "eps": eps})
+
+    def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        state = self.state[p]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def update_hessian(self, estimates: Sequence[torch.Tensor]) -> None:
+        """h ← β₂ h + (1 − β₂) ĥ, with one estimate per parameter in parameter-group order."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        if len(estimates) != len(params):
+            raise ValueError(f"expected {len(params)} curvature estimates (one per parameter), got {len(estimates)}")
+        index = 0
+        for group in self.param_groups:
+            beta2 = group["betas"][1]
+            hessians = [self._state(p)["hessian"] for p in group["params"]]
+            torch._foreach_lerp_(hessians, list(estimates[index : index + len(hessians)]), 1.0 - beta2)
+            index += len(hessians)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [self._state(p) for p in params]
+            exp_avgs = [s["exp_avg"] for s in states]
+            lr, (beta1, _), rho = group["lr"], group["betas"], group["rho"]
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+            torch._foreach_lerp_(exp_avgs, [p.grad for p in params], 1.0 - beta1)
+            denominators = torch._foreach_mul([s["hessian"] for s in states], rho)
+            torch._foreach_clamp_min_(denominators, group["eps"])
+            ratios = torch._foreach_div(exp_avgs, denominators)
+            torch._foreach_clamp_min_(ratios, -1.0)
+            torch._foreach_clamp_max_(ratios, 1.0)
+            torch._foreach_add_(params, ratios, alpha=-lr)
+        return loss
+
+
+class AdaHessian(torch.optim.Optimizer):
+    r"""AdaHessian's update (Yao et al., 2021, Algorithm 1; amirgholami/adahessian), with D the
+    spatially averaged Hutchinson estimate of the Hessian diagonal passed to `step`:
+
+        m ← β₁ m + (1 − β₁) g,     v ← β₂ v + (1 − β₂) D ⊙ D
+        θ ← θ − lr · [ (m / (1 − β₁ᵗ)) / ((√v / √(1 − β₂ᵗ))^k + ε) + λ θ ]
+
+    with Hessian power k and decoupled weight decay λ, as in the official code.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.15,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-4,
+        weight_decay: float = 0.0,
+        hessian_power: float = 1.0,
+    ) -> None:
+        if lr < 0 or eps < 0 or weight_decay < 0 or not 0.0 < hessian_power <= 1.0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(
+                f"invalid AdaHessian hyperparameters: lr={lr}, betas={betas}, eps={eps}, "
+                f"weight_decay={weight_decay}, hessian_power={hessian_power} (must be in (0, 1])"
+            )
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "hessian_power": hessian_power}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, hessian_diagonal: Sequence[torch.Tensor]):  # type: ignore[override]
+        """One update from `p.grad` and D (one tensor per parameter, in parameter-group order)."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        if len(hessian_diagonal) != len(params):
+            raise ValueError(f"expected {len(params)} Hessian-diagonal estimates, got {len(hessian_diagonal)}")
+        index = 0
+        for group in self.param_groups:
+            group_params = group["params"]
+            diagonal = list(hessian_diagonal[index : index + len(group_params)])
+            index += len(group_params)
+            for p in group_params:
+                if not self.state[p]:
+                    self.state[p]["step"] = 0
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    self.state[p]["exp_hessian_diag_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.state[p]["step"] += 1
+            states = [self.state[p] for p in group_params]
+            lr, (beta1, beta2), k, t = group["lr"], group["betas"], group["hessian_power"], states[0]["step"]
+            exp_avgs = [s["exp_avg"] for s in states]
+            exp_hessians = [s["exp_hessian_diag_sq"] for s in states]
+            torch._foreach_lerp_(exp_avgs, [p.grad for p in group_params], 1.0 - beta1)
+            torch._foreach_mul_(exp_hessians, beta2)
+            torch._foreach_addcmul_(exp_hessians, diagonal, diagonal, value=1.0 - beta2)
+            denominators = torch._foreach_div(exp_hessians, 1.0 - beta2**t)
+            torch._foreach_pow_(denominators, k / 2.0)
+            torch._foreach_add_(denominators, group["eps"])
+            torch._foreach_mul_(group_params, 1.0 - lr * group["weight_decay"])
+            torch._foreach_addcdiv_(group_params, exp_avgs, denominators, value=-lr / (1.0 - beta1**t))

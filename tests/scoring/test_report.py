@@ -1,0 +1,146 @@
+"""`python -m scoring.report` end to end: the files it writes and the inputs it refuses."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scoring.report import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_tree(records, hardware=("hw-a", "hw-a", "hw-a")):
+    """Three submissions, two workloads (nobody reaches w_hard), three studies, two trials."""
+    speed = {"fast": 10.0, "baseline": 20.0, "slow": 90.0}
+    for (name, t), hw in zip(speed.items(), hardware):
+        for study in range(3):
+            for trial in range(2):
+                records.timetrial(
+                    name,
+                    "w_easy",
+                    study,
+                    trial,
+                    records.reaching(t * (1 + 0.1 * study + 0.5 * trial)),
+                    hardware=hw,
+                    hparams={"lr": trial},
+                )
+                records.timetrial(
+                    name, "w_hard", study, trial, records.reaching(math.inf), hardware=hw, hparams={"lr": trial}
+                )
+    return records.root
+
+
+def run_main(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_writes_markdown_html_csvs_and_plots(records, tmp_path, capsys):
+    root = make_tree(records)
+    out = tmp_path / "report"
+    code, stdout, err = run_main([root, "--out", out, "--bootstrap", "50"], capsys)
+    assert code == 0, err
+    assert "leader: fast" in stdout
+    names = {p.name for p in out.iterdir()}
+    for stem in ("profile_time", "profile_steps", "time_to_target", "curves_w_easy", "curves_w_hard"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert {
+        "leaderboard.md",
+        "leaderboard.html",
+        "scores.csv",
+        "times.csv",
+        "studies.csv",
+        "trials.csv",
+        "profiles.csv",
+        "comparisons.csv",
+    } <= names
+    assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]
+
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores["entry"]) == ["fast", "baseline", "slow"]
+    # w_hard is unsolved but counts: the fastest on w_easy scores 1/2
+    assert scores.loc[0, "score"] == pytest.approx(0.5)
+    assert scores.loc[2, "score"] == 0.0  # 90 s is more than 4x the fastest
+    assert (pd.read_csv(out / "profiles.csv").columns[1:].astype(float).max()) == 4.0
+
+    md = (out / "leaderboard.md").read_text()
+    assert re.search(r"^\| 1 \| fast \| 0\.5000 \|", md, re.M)
+    assert "![Performance profiles by time to target" in md and "(profile_time.png)" in md
+
+    html = (out / "leaderboard.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    assert not re.search(r"""(src|href)=["']?(https?:|//|[^"'#d])""", html)  # nothing outside the page
+    assert 'class="sortable" id="leaderboard"' in html and "<script>" in html
+
+
+def test_refuses_to_overwrite_unless_asked_and_leaves_other_files(records, tmp_path, capsys):
+    root = make_tree(records)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run_main([root, "--out", out, "--bootstrap", "10"], capsys)[0] == 0
+    before = (out / "scores.csv").read_bytes()
+    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    assert code == 1 and "already has" in err and "--overwrite" in err and err.count("\n") == 1
+    code, _, err = run_main([root, "--out", out, "--bootstrap", "10", "--overwrite"], capsys)
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "scores.csv").read_bytes() == before  # same inputs, same seed: same numbers
+
+
+def test_refuses_mixed_hardware_and_says_which_runs(records, tmp_path, capsys):
+    root = make_tree(records, hardware=("hw-a", "hw-a", "hw-b"))
+    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "2 different hardware fingerprints" in err
+    assert f"hw-a (cpu-hw-a / no GPU x1): 24 trials of baseline, fast under {root}" in err
+    assert f"hw-b (cpu-hw-b / no GPU x1): 12 trials of slow under {root}" in err
+    assert "--allow_mixed_hardware" in err
+    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_hardware"], capsys)
+    assert code == 0
+    assert "different hardware fingerprints" in (tmp_path / "r" / "leaderboard.md").read_text()
+
+
+def test_no_records_and_bad_records(records, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_main([tmp_path / "empty", "--out", tmp_path / "r"], capsys)
+    assert code == 1 and "no run records found" in err and err.count("\n") == 1
+    root = make_tree(records)
+    bad = root / "exp" / "w_easy_pytorch" / "slow" / "study_0" / "trial_0" / "eval.jsonl"
+    bad.write_text(bad.read_text()[:-20])
+    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    assert code == 1 and f"{bad}: truncated last line" in err and err.count("\n") == 1
+    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--skip_bad_records"], capsys)
+    assert code == 0 and "truncated last line" in err
+
+
+def test_algoperf_mode_with_held_out_variant(records, tmp_path, capsys):
+    for study in range(2):
+        for name, t in (("a", 10.0), ("b", 15.0)):
+            records.timetrial(name, "w", study, 0, records.reaching(t))
+            records.timetrial(name, "w_var", study, 0, records.reaching(t if name == "b" else math.inf))
+    out = tmp_path / "r"
+    code, _, err = run_main(
+        [records.root, "--out", out, "--mode", "algoperf", "--suite", "w", "--held_out", "w_var", "--bootstrap", "10"],
+        capsys,
+    )
+    assert code == 0, err
+    scores = pd.read_csv(out / "scores.csv").set_index("entry")["score"]
+    assert scores["a"] == 0.0 and scores["b"] == pytest.approx(1.0)
+    md = (out / "leaderboard.md").read_text()
+    assert "AlgoPerf-compatible" in md and "w_var (for w)" in md
+
+
+def test_command_line_errors_are_one_line_with_nonzero_exit(tmp_path):
+    cmd = [sys.executable, "-m", "scoring.report", str(tmp_path), "--out", str(tmp_path / "r"), "--no_such_option"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "python -m scoring.report: error: unrecognized arguments: --no_such_option\n"
