@@ -55,7 +55,9 @@ def bare_loop(workload, point: dict, steps: int) -> float:
             start = time.perf_counter()
         batch = next(queue)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(batch["inputs"]), batch["targets"], label_smoothing=hp.label_smoothing)
+        logits = model(batch["inputs"])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1),
+                               label_smoothing=hp.label_smoothing)
         loss.backward()
         optimizer.step()
         scheduler.step()

@@ -45,9 +45,10 @@ class TrialProcess:
     def __init__(self, trial_dir: Path, limits: Limits, stream_output: bool) -> None:
         self.trial_dir, self.limits = trial_dir, limits
         self._log = None if stream_output else open(trial_dir / "log.txt", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", str(trial_dir)], cwd=REPO_ROOT,
-            env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid())},
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(  # same working directory, so relative paths mean the same
+            [sys.executable, "-m", "harness.worker", str(trial_dir)],
+            env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid()), "PYTHONPATH": python_path},
             stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True,
         )
         self.started = time.monotonic()
@@ -135,6 +136,7 @@ def run_ray(trial_dirs: list[Path], limits: Limits, address: str | None, max_wor
     import ray
 
     runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+    original, trial_dirs = trial_dirs, [d.resolve() for d in trial_dirs]  # Ray workers run elsewhere
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
@@ -142,9 +144,9 @@ def run_ray(trial_dirs: list[Path], limits: Limits, address: str | None, max_wor
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(supervise)
         futures = {}
-        for trial_dir in trial_dirs:
+        for trial_dir, resolved in zip(original, trial_dirs):
             on_start(trial_dir)
-            futures[task.remote(trial_dir, limits)] = trial_dir
+            futures[task.remote(resolved, limits)] = trial_dir
         while futures:
             done, _ = ray.wait(list(futures), num_returns=1)
             on_end(futures.pop(done[0]), ray.get(done[0]))

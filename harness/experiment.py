@@ -119,7 +119,8 @@ def meta(trial: PlannedTrial) -> dict:
     experiment, workload = trial.experiment, trial.experiment.workload
     return {
         "workload": workload.name,
-        "workload_ref": experiment.workload_ref,
+        "workload_ref": str(Path(experiment.workload_ref).resolve()) if "/" in experiment.workload_ref
+        else experiment.workload_ref,
         "framework": experiment.framework,
         "submission": experiment.submission.name,
         "submission_path": str(experiment.submission.path),
@@ -130,7 +131,7 @@ def meta(trial: PlannedTrial) -> dict:
         "hparams": trial.point,
         "budget_sec": experiment.budget_sec,
         "max_global_steps": experiment.max_global_steps,
-        "data_dir": str(workload.data_dir),
+        "data_dir": str(workload.data_dir.resolve()),
         "data_hash": workload.data_hash(),
         "hardware": environment.hardware(workload.hardware()),
         "software": environment.software(),

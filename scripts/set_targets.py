@@ -11,6 +11,7 @@
 4. Budget = 1.5 x (the latest step at which a seed first met the validation target) x (the
    fastest run's timed seconds per step, the run least slowed by other load on the machine), so
    the baseline reaches the target within about two thirds of the budget; rounded up to 10 s.
+   `--seconds_per_step` replaces the second factor by a figure measured on a quiet machine.
 
 The per-run evaluation rows and the proposed numbers go to `docs/targets/<workload>.json`;
 `--from_evidence` recomputes the numbers from that file without training again.
@@ -69,6 +70,9 @@ def main() -> None:
     parser.add_argument("--num_seeds", type=int, default=3)
     parser.add_argument("--rule", choices=["median", "worst"], default="median")
     parser.add_argument("--from_evidence", action="store_true", help="recompute from docs/targets/<workload>.json")
+    parser.add_argument("--seconds_per_step", type=float, default=None,
+                        help="timed seconds per step measured on a quiet machine (benchmarks/harness_overhead.py); "
+                             "default: the fastest calibration run's")
     args = parser.parse_args()
 
     out = REPO_ROOT / "docs" / "targets" / f"{args.workload}.json"
@@ -78,7 +82,7 @@ def main() -> None:
         tuning, seeds = evidence["tuning"], evidence["seeds"]
     else:
         tuning, seeds = _train(workload, args)
-    proposal = {**_propose(workload, seeds, args.rule), "chosen_point": _chosen(workload, tuning),
+    proposal = {**_propose(workload, seeds, args.rule, args.seconds_per_step), "chosen_point": _chosen(workload, tuning),
                 "tuning": tuning, "seeds": seeds}
     write_json(out, proposal)
     print(json.dumps({k: v for k, v in proposal.items() if k not in ("tuning", "seeds")}, indent=2))
@@ -110,7 +114,7 @@ def _train(workload, args) -> tuple[dict, dict]:
     return tuning, seeds
 
 
-def _propose(workload, seeds: dict, rule: str) -> dict:
+def _propose(workload, seeds: dict, rule: str, seconds_per_step: float | None) -> dict:
     """Steps 3 and 4: targets and budget from the seeds' runs."""
     metric, direction = workload.target_metric_name, workload.metric_direction
     worst = max if direction == "min" else min
@@ -121,8 +125,9 @@ def _propose(workload, seeds: dict, rule: str) -> dict:
         next(r["global_step"] for r in s["evals"] if workload.meets_target(r[f"validation/{metric}"], validation))
         for s in seeds.values() if workload.meets_target(s["best_validation"], validation)
     ]
-    seconds_per_step = min(s["evals"][-1]["accumulated_submission_time"] / s["evals"][-1]["global_step"]
-                           for s in seeds.values())
+    seconds_per_step = seconds_per_step or min(
+        s["evals"][-1]["accumulated_submission_time"] / s["evals"][-1]["global_step"] for s in seeds.values()
+    )
     budget = math.ceil(BUDGET_FACTOR * max(steps_to_target) * seconds_per_step / 10) * 10
     return {
         "workload": workload.name, "metric": metric, "direction": direction, "rule": rule,
