@@ -154,6 +154,9 @@ def run(argv: list[str]) -> None:
         sys.exit(main(argv))
     except UserInputError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoints", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ documentation).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
 
 DATA_FILE = Path(__file__).parent / "data" / "algoperf_targets.json"
 ALGOPERF_VERSIONS = ("0.5", "0.6")
@@ -33,9 +33,7 @@ class WorkloadTarget:
 
     def __post_init__(self) -> None:
         if self.direction not in ("min", "max"):
-            raise ValueError(
-                f"workload {self.workload!r}: direction must be 'min' or 'max', got {self.direction!r}"
-            )
+            raise ValueError(f"workload {self.workload!r}: direction must be 'min' or 'max', got {self.direction!r}")
 
     @property
     def validation_metric(self) -> str:
@@ -50,6 +48,7 @@ class TargetSet:
     base_workloads: tuple[str, ...]
     held_out_workloads: tuple[str, ...]
     workloads: Mapping[str, WorkloadTarget]
+    self_tuning_budget_factor: float = 1.5
 
     def get(self, workload: str) -> WorkloadTarget:
         """The target of `workload`; a KeyError naming the known workloads if there is none."""
@@ -83,9 +82,7 @@ def algoperf_targets(version: str = "0.6", path: Path = DATA_FILE) -> TargetSet:
     raw = _load_raw(Path(path))
     versions = raw.get("versions", {})
     if version not in versions:
-        raise ValueError(
-            f"unknown AlgoPerf version {version!r} in {path}; known: {', '.join(sorted(versions))}"
-        )
+        raise ValueError(f"unknown AlgoPerf version {version!r} in {path}; known: {', '.join(sorted(versions))}")
     spec = versions[version]
     budgets = spec.get("budgets", {})
     workloads: dict[str, WorkloadTarget] = {}
@@ -109,6 +106,7 @@ def algoperf_targets(version: str = "0.6", path: Path = DATA_FILE) -> TargetSet:
         base_workloads=tuple(spec["base_workloads"]),
         held_out_workloads=tuple(spec["held_out_workloads"]),
         workloads=workloads,
+        self_tuning_budget_factor=float(spec.get("self_tuning_budget_factor", 1.5)),
     )
     for w in targets.base_workloads + targets.held_out_workloads:
         targets.get(w)

@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages="dataset-fashion-mnist sword-text-kjv libsword-utils"
-[ "${1:-}" = "--test" ] && packages="$packages chromium"
+extras=""
+if [ "${1:-}" = "--test" ]; then
+  packages="$packages chromium"
+  extras="[dev]"
+fi
 
 if command -v apt-get >/dev/null 2>&1; then
   missing=""
@@ -16,7 +20,7 @@ if command -v apt-get >/dev/null 2>&1; then
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
     echo "installing Debian packages:$missing"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
   fi
 else
   echo "warning: no apt-get; install the data of Debian packages ($packages) by hand or use --data_dir" >&2
@@ -24,5 +28,5 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
 echo "TimeTrial is set up in .venv"

@@ -9,15 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ALGOPERF_LEADING = (
-    "accumulated_eval_time",
-    "accumulated_logging_time",
-    "accumulated_submission_time",
-    "global_step",
-    "preemption_count",
-    "score",
-    "total_duration",
-)
+from harness.records import ALGOPERF_LEADING_COLUMNS as ALGOPERF_LEADING
 
 
 def curve(times, values, metric="validation/error_rate", steps=None, extra=None):
@@ -154,7 +146,30 @@ class Records:
             (d / "meta_data_0.json").write_text(json.dumps(meta))
         return d
 
+    def standard_tree(self, hardware=("hw-a", "hw-a", "hw-a")):
+        """Submissions fast, baseline, slow on two workloads (nobody reaches w_hard), three
+        studies of two trials each; `hardware` gives each submission's fingerprint."""
+        speed = {"fast": 10.0, "baseline": 20.0, "slow": 90.0}
+        for (name, t), hw in zip(speed.items(), hardware):
+            for study in range(3):
+                for trial in range(2):
+                    time = t * (1 + 0.1 * study + 0.5 * trial)
+                    self.timetrial(name, "w_easy", study, trial, reaching(time), hardware=hw, hparams={"lr": trial})
+                    self.timetrial(name, "w_hard", study, trial, reaching(math.inf), hardware=hw, hparams={"lr": trial})
+        return self.root
+
 
 @pytest.fixture
 def records(tmp_path):
     return Records(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def standard_report(tmp_path_factory):
+    """(run records, report directory) of `Records.standard_tree`, rendered once per session."""
+    from scoring.report import main
+
+    root = Records(tmp_path_factory.mktemp("standard_runs")).standard_tree()
+    out = tmp_path_factory.mktemp("standard_report") / "report"
+    assert main([str(root), "--out", str(out), "--bootstrap", "50"]) == 0
+    return root, out

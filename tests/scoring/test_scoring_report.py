@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,52 +17,19 @@ from scoring.report import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_tree(records, hardware=("hw-a", "hw-a", "hw-a")):
-    """Three submissions, two workloads (nobody reaches w_hard), three studies, two trials."""
-    speed = {"fast": 10.0, "baseline": 20.0, "slow": 90.0}
-    for (name, t), hw in zip(speed.items(), hardware):
-        for study in range(3):
-            for trial in range(2):
-                records.timetrial(
-                    name,
-                    "w_easy",
-                    study,
-                    trial,
-                    records.reaching(t * (1 + 0.1 * study + 0.5 * trial)),
-                    hardware=hw,
-                    hparams={"lr": trial},
-                )
-                records.timetrial(
-                    name, "w_hard", study, trial, records.reaching(math.inf), hardware=hw, hparams={"lr": trial}
-                )
-    return records.root
-
-
 def run_main(args, capsys):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_writes_markdown_html_csvs_and_plots(records, tmp_path, capsys):
-    root = make_tree(records)
-    out = tmp_path / "report"
-    code, stdout, err = run_main([root, "--out", out, "--bootstrap", "50"], capsys)
-    assert code == 0, err
-    assert "leader: fast" in stdout
+def test_writes_markdown_html_csvs_and_plots(standard_report):
+    _, out = standard_report
     names = {p.name for p in out.iterdir()}
     for stem in ("profile_time", "profile_steps", "time_to_target", "curves_w_easy", "curves_w_hard"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
-    assert {
-        "leaderboard.md",
-        "leaderboard.html",
-        "scores.csv",
-        "times.csv",
-        "studies.csv",
-        "trials.csv",
-        "profiles.csv",
-        "comparisons.csv",
-    } <= names
+    csvs = {"scores.csv", "times.csv", "studies.csv", "trials.csv", "profiles.csv", "comparisons.csv"}
+    assert {"leaderboard.md", "leaderboard.html"} | csvs <= names
     assert not [n for n in names if n.endswith(".tmp") or n.startswith(".")]
 
     scores = pd.read_csv(out / "scores.csv")
@@ -81,23 +49,22 @@ def test_writes_markdown_html_csvs_and_plots(records, tmp_path, capsys):
     assert 'class="sortable" id="leaderboard"' in html and "<script>" in html
 
 
-def test_refuses_to_overwrite_unless_asked_and_leaves_other_files(records, tmp_path, capsys):
-    root = make_tree(records)
+def test_refuses_to_overwrite_unless_asked_and_leaves_other_files(standard_report, tmp_path, capsys):
+    root, rendered = standard_report
     out = tmp_path / "report"
-    out.mkdir()
+    shutil.copytree(rendered, out)
     (out / "notes.txt").write_text("mine")
-    assert run_main([root, "--out", out, "--bootstrap", "10"], capsys)[0] == 0
     before = (out / "scores.csv").read_bytes()
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_main([root, "--out", out, "--bootstrap", "50"], capsys)
     assert code == 1 and "already has" in err and "--overwrite" in err and err.count("\n") == 1
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10", "--overwrite"], capsys)
+    code, _, err = run_main([root, "--out", out, "--bootstrap", "50", "--overwrite"], capsys)
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "scores.csv").read_bytes() == before  # same inputs, same seed: same numbers
 
 
 def test_refuses_mixed_hardware_and_says_which_runs(records, tmp_path, capsys):
-    root = make_tree(records, hardware=("hw-a", "hw-a", "hw-b"))
+    root = records.standard_tree(hardware=("hw-a", "hw-a", "hw-b"))
     code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "2 different hardware fingerprints" in err
@@ -113,7 +80,9 @@ def test_no_records_and_bad_records(records, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_main([tmp_path / "empty", "--out", tmp_path / "r"], capsys)
     assert code == 1 and "no run records found" in err and err.count("\n") == 1
-    root = make_tree(records)
+    for study in range(2):
+        records.timetrial("slow", "w_easy", study, 0, records.reaching(30.0))
+    root = records.root
     bad = root / "exp" / "w_easy_pytorch" / "slow" / "study_0" / "trial_0" / "eval.jsonl"
     bad.write_text(bad.read_text()[:-20])
     code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)

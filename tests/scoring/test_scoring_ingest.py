@@ -213,7 +213,7 @@ def test_same_table_without_orjson_and_with_crlf_csv(records, tmp_path, monkeypa
     csv_path = d / "eval_measurements.csv"
     csv_path.write_bytes(csv_path.read_bytes().replace(b"\n", b"\r\n"))
     fast = load_runs([tmp_path]).evals
-    monkeypatch.setattr("scoring.ingest.orjson", None)
+    monkeypatch.setattr("scoring.readers.orjson", None)
     plain = load_runs([tmp_path]).evals
     assert fast.equals(plain)
     assert math.isinf(plain["train/loss"].iloc[0]) and np.isnan(plain["validation/error_rate"].iloc[1])

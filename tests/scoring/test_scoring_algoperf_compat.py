@@ -168,8 +168,7 @@ def _random_tree(records, rng, version):
     return pd.DataFrame(rows), targets
 
 
-@pytest.mark.parametrize("version", ["0.5", "0.6"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("version, seed", [("0.5", 1), ("0.6", 2)])
 def test_matches_plain_transcription_of_algoperf_rules(records, tmp_path, version, seed):
     trials, targets = _random_tree(records, np.random.default_rng(seed), version)
     runs = load_runs([tmp_path / "logs"], algoperf_version=version)

@@ -98,6 +98,10 @@ def test_comparisons_against_reference(records, tmp_path):
 def test_compare_agrees_with_scipy_permutation_mann_whitney():
     from scipy import stats
 
+    try:
+        stats.mannwhitneyu([1, 2], [3, 4], alternative="less", method=stats.PermutationMethod())
+    except (AttributeError, TypeError, ValueError):
+        pytest.skip("this scipy's mannwhitneyu has no permutation method to compare with")
     rng = np.random.default_rng(0)
     for _ in range(40):
         n, m = rng.integers(2, 6, size=2)

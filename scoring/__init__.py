@@ -1,0 +1,72 @@
+"""TimeTrial scoring: from run records to a leaderboard you can trust.
+
+    from scoring import load_runs, score_runs, ScoringConfig
+    runs = load_runs(["experiments/sweep"])                 # TimeTrial or AlgoPerf layout
+    board = score_runs(runs, ScoringConfig(mode="exact"))   # or ScoringConfig.algoperf("0.5")
+    print(board.table)
+
+Command line: `python -m scoring.report <run dirs...> --out <dir>` (see scoring/report.py).
+
+Modules, one job each: `readers` (read one trial directory, either layout), `ingest` (find
+trials and build the tables), `targets` (AlgoPerf's targets data file),
+`time_to_target` (per trial / study / median), `profiles` (ratios, profiles, scores), `stats`
+(bootstrap, speedups, significance), `leaderboard` (puts them together), `plots`, `html`,
+`report` (the CLI and its files).
+"""
+
+from scoring.ingest import (
+    RunRecordError,
+    Runs,
+    find_trials,
+    hardware_groups,
+    hyperparameters,
+    load_runs,
+    mixed_hardware_message,
+)
+from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
+from scoring.profiles import (
+    algoperf_taus,
+    benchmark_scores,
+    held_out_rule,
+    performance_profile,
+    performance_ratios,
+    score_exact,
+    score_grid,
+)
+from scoring.stats import Comparison, bootstrap, compare, comparisons_table, geometric_mean_speedup, holm
+from scoring.targets import ALGOPERF_VERSIONS, TargetSet, WorkloadTarget, algoperf_targets
+from scoring.time_to_target import median_over_studies, study_results, study_values, trial_results
+
+__all__ = [
+    "ALGOPERF_VERSIONS",
+    "Comparison",
+    "Leaderboard",
+    "RunRecordError",
+    "Runs",
+    "ScoringConfig",
+    "TargetSet",
+    "WorkloadTarget",
+    "algoperf_taus",
+    "algoperf_targets",
+    "benchmark_scores",
+    "bootstrap",
+    "compare",
+    "comparisons_table",
+    "find_trials",
+    "geometric_mean_speedup",
+    "hardware_groups",
+    "held_out_rule",
+    "holm",
+    "hyperparameters",
+    "load_runs",
+    "median_over_studies",
+    "mixed_hardware_message",
+    "performance_profile",
+    "performance_ratios",
+    "score_exact",
+    "score_grid",
+    "score_runs",
+    "study_results",
+    "study_values",
+    "trial_results",
+]

@@ -1,0 +1,370 @@
+"""Read run records, in TimeTrial's layout and in AlgoPerf's, into one long table.
+
+TimeTrial (one directory per trial, written by `harness/records.py`)::
+
+    <experiment_dir>/<experiment_name>/<workload>_<framework>/<submission>/study_<k>/trial_<i>/
+        meta.json  hparams.json  eval.jsonl  summary.json
+
+AlgoPerf::
+
+    <submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/eval_measurements.csv
+        (+ hparams.json, meta_data_0.json and flags_0.json when present: seed, hardware, ruleset)
+
+`load_runs` finds every trial under the given paths and returns `Runs`:
+
+* `Runs.evals` — one row per evaluation: `trial_id`, `eval_index` (row of the trial's file,
+  counting from 0), the trial's identity and metadata (`entry`, `submission`, `workload`,
+  `framework`, `study`, `trial`, `hparams` as canonical JSON, `seed`, `hardware` fingerprint,
+  `target_metric`, `direction`, `validation_target`, ...) and every logged number
+  (`global_step`, `accumulated_submission_time`, `train/*`, `validation/*`, `test/*`, ...).
+  Rows are ordered by (`trial_id`, `eval_index`).
+* `Runs.trials` — one row per trial, including trials that have not evaluated yet.
+
+`entry` is the leaderboard name: the submission, or `submission[framework]` for a submission
+recorded in more than one framework. Targets come from `meta.json` for TimeTrial runs and from
+`scoring/data/algoperf_targets.json` for AlgoPerf runs.
+
+Bad records raise `RunRecordError` naming the file; with `on_error="warn"` the trial is skipped
+with a warning instead (a truncated last line, which a killed process can leave, only loses
+that line).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from scoring.readers import (
+    ALGOPERF_EVALS,
+    REQUIRED_COLUMNS,
+    TIMETRIAL_META,
+    TRIAL_DIR,
+    RunRecordError,
+    TrialRecord,
+    read_trial,
+)
+from scoring.targets import algoperf_targets
+
+__all__ = [
+    "RunRecordError",
+    "Runs",
+    "find_trials",
+    "hardware_groups",
+    "hyperparameters",
+    "load_runs",
+    "mixed_hardware_message",
+]
+
+_SKIP_DIRS = {"checkpoint", "checkpoints", "__pycache__"}
+
+TRIAL_COLUMNS = (
+    "trial_id",
+    "entry",
+    "submission",
+    "workload",
+    "framework",
+    "study",
+    "trial",
+    "layout",
+    "ruleset",
+    "seed",
+    "hardware",
+    "hardware_desc",
+    "hparams",
+    "target_metric",
+    "direction",
+    "validation_target",
+    "test_target",
+    "max_runtime_sec",
+    "status",
+    "summary_time_to_target",
+    "n_evals",
+    "trial_dir",
+    "root",
+)
+_CATEGORICAL = (
+    "entry",
+    "submission",
+    "workload",
+    "framework",
+    "layout",
+    "ruleset",
+    "hardware",
+    "hardware_desc",
+    "hparams",
+    "target_metric",
+    "direction",
+    "status",
+    "trial_dir",
+    "root",
+)
+
+
+@dataclass
+class Runs:
+    """Everything read from run records: `evals` (one row per evaluation) and `trials`."""
+
+    evals: pd.DataFrame
+    trials: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def find_trials(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
+    """(trial directory, the path it was found under) for every `trial_<i>` directory under
+    `paths`, sorted; a path may itself be a trial directory. Trial directories are not listed
+    here (they are leaves): the parser opens the files it expects, which is much faster."""
+    found: list[tuple[str, str]] = []
+    for root in paths:
+        root = os.path.abspath(os.fspath(root))
+        if not os.path.exists(root):
+            raise FileNotFoundError(f"run directory does not exist: {root}")
+        if not os.path.isdir(root):
+            raise NotADirectoryError(f"not a directory: {root}")
+        if TRIAL_DIR.match(os.path.basename(root)):
+            found.append((root, root))
+            continue
+        stack = [root]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError as e:
+                raise RunRecordError(d, f"cannot list directory ({e.strerror})") from e
+            for e in entries:
+                if TRIAL_DIR.match(e.name):
+                    if e.is_dir():
+                        found.append((e.path, root))
+                elif e.name not in _SKIP_DIRS and not e.name.startswith(".") and e.is_dir():
+                    stack.append(e.path)
+    found.sort()
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembling the tables
+
+
+def _timetrial_frames(trials: list[TrialRecord], first_id: int) -> list[pd.DataFrame]:
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for i, t in enumerate(trials):
+        if t.n_evals:
+            by_keys.setdefault(t.keys, []).append(i)
+    frames = []
+    for keys, members in by_keys.items():
+        counts = np.array([trials[i].n_evals for i in members], dtype=np.int64)
+        values = np.concatenate([trials[i].values for i in members])
+        frame = pd.DataFrame(values, columns=list(keys))
+        frame.insert(0, "trial_id", np.repeat(np.array(members, dtype=np.int64) + first_id, counts))
+        frame.insert(1, "eval_index", _ranges(counts))
+        frames.append(frame)
+    return frames
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """[0..c0-1, 0..c1-1, ...] for the given counts."""
+    total = int(counts.sum())
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total, dtype=np.int64) - starts
+
+
+def _algoperf_frames(trials: list[TrialRecord], first_id: int) -> list[pd.DataFrame]:
+    by_header: dict[str, list[int]] = {}
+    for i, t in enumerate(trials):
+        by_header.setdefault(t.csv_header, []).append(i)
+    frames = []
+    for header, members in by_header.items():
+        counts = np.array([trials[i].n_evals for i in members], dtype=np.int64)
+        text = header + "\n" + "".join(trials[i].csv_body for i in members)
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=np.float64, engine="c")
+        except (ValueError, pd.errors.ParserError):
+            for i in members:  # find the file with the bad value
+                try:
+                    pd.read_csv(io.StringIO(header + "\n" + trials[i].csv_body), dtype=np.float64)
+                except (ValueError, pd.errors.ParserError) as e:
+                    raise RunRecordError(
+                        os.path.join(trials[i].trial_dir, ALGOPERF_EVALS), f"non-numeric value ({e})"
+                    ) from None
+            raise
+        if len(frame) != counts.sum():
+            raise RuntimeError("row count mismatch while assembling AlgoPerf CSVs")
+        ids = np.array(members, dtype=np.int64)
+        frame.insert(0, "trial_id", np.repeat(ids + first_id, counts))
+        frame.insert(1, "eval_index", _ranges(counts))
+        frames.append(frame)
+    return frames
+
+
+def _entry_names(trials: list[TrialRecord]) -> list[str]:
+    frameworks: dict[str, set[str]] = {}
+    for t in trials:
+        frameworks.setdefault(t.submission, set()).add(t.framework)
+    return [f"{t.submission}[{t.framework}]" if len(frameworks[t.submission]) > 1 else t.submission for t in trials]
+
+
+def _trial_frame(trials: list[TrialRecord]) -> pd.DataFrame:
+    entries = _entry_names(trials)
+    data = {
+        "trial_id": np.arange(len(trials), dtype=np.int64),
+        "entry": entries,
+        **{name: [getattr(t, name) for t in trials] for name in TRIAL_COLUMNS if name not in ("trial_id", "entry")},
+    }
+    frame = pd.DataFrame(data)
+    for name in ("validation_target", "test_target", "max_runtime_sec", "summary_time_to_target"):
+        frame[name] = frame[name].astype(np.float64)
+    frame["seed"] = frame["seed"].astype("Int64")
+    for name in _CATEGORICAL:
+        frame[name] = frame[name].astype("category")
+    return frame
+
+
+def _check_duplicates(trials: list[TrialRecord], entries: list[str], on_error: str, notes: list[str]) -> list[int]:
+    seen: dict[tuple, int] = {}
+    keep = []
+    for i, t in enumerate(trials):
+        key = (entries[i], t.workload, t.study, t.trial)
+        if key in seen:
+            other = trials[seen[key]]
+            problem = (
+                f"duplicate trial ({entries[i]}, {t.workload}, study {t.study}, trial {t.trial}): "
+                f"also recorded in {other.trial_dir}"
+            )
+            if on_error != "warn":
+                raise RunRecordError(t.trial_dir, problem)
+            notes.append(f"{t.trial_dir}: {problem}; skipped")
+            continue
+        seen[key] = i
+        keep.append(i)
+    return keep
+
+
+def load_runs(
+    paths: Sequence[str | os.PathLike],
+    *,
+    algoperf_version: str = "0.6",
+    on_error: str = "raise",
+    max_workers: int = 1,
+) -> Runs:
+    """Read every trial under `paths` (either layout) into `Runs` (see the module docstring).
+
+    `algoperf_version` picks the targets used for AlgoPerf-layout runs. `on_error` is "raise"
+    (a `RunRecordError` naming the first bad file) or "warn" (skip bad trials, with a warning).
+    `max_workers` > 1 reads files in threads: it helps on network filesystems, not on a local
+    disk (parsing holds the GIL).
+    """
+    if on_error not in ("raise", "warn"):
+        raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+    found = find_trials(paths)
+    targets = algoperf_targets(algoperf_version)
+
+    def parse(item: tuple[str, str]) -> TrialRecord | RunRecordError | None:
+        return read_trial(item[0], item[1], on_error, targets)
+
+    if max_workers > 1 and len(found) > 256:
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            parsed = list(pool.map(parse, found, chunksize=128))
+    else:
+        parsed = [parse(item) for item in found]
+
+    notes: list[str] = []
+    trials: list[TrialRecord] = []
+    for (trial_dir, _), item in zip(found, parsed):
+        if item is None:
+            notes.append(f"{trial_dir}: no {TIMETRIAL_META} or {ALGOPERF_EVALS}; not a trial, skipped")
+        elif isinstance(item, RunRecordError):
+            if on_error != "warn":
+                raise item
+            notes.append(f"{item}; trial skipped")
+        else:
+            trials.append(item)
+            notes.extend(item.notes)
+    keep = _check_duplicates(trials, _entry_names(trials), on_error, notes)
+    trials = [trials[i] for i in keep]
+    # TimeTrial trials first, then AlgoPerf ones: the eval rows come out sorted by trial_id.
+    trials.sort(key=lambda t: t.layout != "timetrial")
+    timetrial = [t for t in trials if t.layout == "timetrial"]
+    algoperf = [t for t in trials if t.layout == "algoperf"]
+    frames = []
+    if timetrial:
+        frames.extend(_timetrial_frames(timetrial, 0))
+    if algoperf:
+        frames.extend(_algoperf_frames(algoperf, len(timetrial)))
+    trial_table = _trial_frame(trials)
+    if frames:
+        evals = pd.concat(frames, ignore_index=True, sort=False) if len(frames) > 1 else frames[0]
+        if len(frames) > 1:
+            evals = evals.sort_values(["trial_id", "eval_index"], kind="stable", ignore_index=True)
+    else:
+        evals = pd.DataFrame({"trial_id": np.zeros(0, np.int64), "eval_index": np.zeros(0, np.int64)})
+        for key in REQUIRED_COLUMNS:
+            evals[key] = np.zeros(0)
+    evals = _attach_trial_columns(evals, trial_table)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return Runs(evals=evals, trials=trial_table, warnings=notes)
+
+
+def _attach_trial_columns(evals: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Copy each trial's metadata onto its evaluation rows (categoricals share codes: cheap)."""
+    ids = evals["trial_id"].to_numpy()
+    extra = {}
+    for name in TRIAL_COLUMNS:
+        if name in ("trial_id", "n_evals"):
+            continue
+        column = trials[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()[ids]
+            extra[name] = pd.Categorical.from_codes(codes, dtype=column.dtype)
+        else:
+            extra[name] = column.array.take(ids) if len(ids) else column.array[:0]
+    metadata = pd.DataFrame(extra, index=evals.index)
+    numbers = evals.drop(columns=["trial_id", "eval_index"])
+    return pd.concat([evals[["trial_id", "eval_index"]], metadata, numbers], axis=1)
+
+
+def hyperparameters(runs: Runs) -> pd.DataFrame:
+    """One row per trial with each hyperparameter in its own column (NaN where absent)."""
+    points = [json.loads(h) if isinstance(h, str) else {} for h in runs.trials["hparams"]]
+    table = pd.DataFrame.from_records(points, index=runs.trials.index)
+    return pd.concat([runs.trials[["trial_id", "entry", "workload", "study", "trial"]], table], axis=1)
+
+
+def hardware_groups(runs: Runs) -> pd.DataFrame:
+    """One row per hardware fingerprint: its description, trial count, entries and run paths."""
+    t = runs.trials
+    rows = []
+    for fingerprint, group in t.groupby(t["hardware"].astype(str), sort=True):
+        rows.append(
+            {
+                "hardware": fingerprint,
+                "description": ", ".join(sorted(group["hardware_desc"].astype(str).unique())),
+                "trials": len(group),
+                "entries": sorted(group["entry"].astype(str).unique()),
+                "roots": sorted(group["root"].astype(str).unique()),
+                "example": str(group["trial_dir"].iloc[0]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["hardware", "description", "trials", "entries", "roots", "example"])
+
+
+def mixed_hardware_message(groups: pd.DataFrame) -> str:
+    """Which runs come from which hardware, in one line."""
+    parts = []
+    for g in groups.itertuples():
+        parts.append(
+            f"{g.hardware} ({g.description}): {g.trials} trials of {', '.join(g.entries)} "
+            f"under {', '.join(g.roots)}, e.g. {g.example}"
+        )
+    return f"run records come from {len(groups)} different hardware fingerprints: " + "; ".join(parts)

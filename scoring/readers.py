@@ -1,0 +1,385 @@
+"""Read one trial directory, in TimeTrial's layout or in AlgoPerf's, into a `TrialRecord`.
+
+TimeTrial: `meta.json` (identity, target, hardware), `hparams.json`, `eval.jsonl` (one JSON
+object per evaluation), `summary.json`. AlgoPerf: `eval_measurements.csv` under
+`<submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/`, plus `hparams.json`,
+`meta_data_0.json` (seed, hardware) and `flags_0.json` (ruleset) when present.
+
+Every problem raises `RunRecordError` naming the file; a truncated last line (which a killed
+process can leave) is an error, or, with on_error="warn", dropped with a note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from scoring.targets import TargetSet
+
+try:  # optional: about 3x faster JSON parsing; the standard library is the fallback
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+TIMETRIAL_META = "meta.json"
+TIMETRIAL_EVALS = "eval.jsonl"
+ALGOPERF_EVALS = "eval_measurements.csv"
+HPARAMS = "hparams.json"
+SUMMARY = "summary.json"
+REQUIRED_COLUMNS = ("global_step", "accumulated_submission_time")
+_WORKLOAD_DIR = re.compile(r"^(?P<workload>.+)_(?P<framework>jax|pytorch)(?:-\d{4}(?:-\d{2}){5})?$")
+_STUDY_DIR = re.compile(r"^study_(\d+)$")
+TRIAL_DIR = re.compile(r"^trial_(\d+)$")
+_META_KEYS = (
+    "workload",
+    "framework",
+    "submission",
+    "study",
+    "trial",
+    "target_metric_name",
+    "metric_direction",
+    "validation_target_value",
+)
+
+
+class RunRecordError(ValueError):
+    """A run record that cannot be read; the message starts with the offending file."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass
+class TrialRecord:
+    """One trial as read from disk (metadata, and its evaluations as arrays or CSV text)."""
+
+    layout: str
+    trial_dir: str
+    root: str
+    submission: str
+    workload: str
+    framework: str
+    study: int
+    trial: int
+    target_metric: str
+    direction: str
+    validation_target: float
+    test_target: float | None = None
+    max_runtime_sec: float | None = None
+    ruleset: str | None = None
+    seed: int | None = None
+    hardware: str = "unknown"
+    hardware_desc: str = "unknown"
+    hparams: str | None = None
+    status: str | None = None
+    summary_time_to_target: float | None = None
+    keys: tuple[str, ...] = ()  # TimeTrial: eval.jsonl as column names and a values matrix
+    values: np.ndarray | None = None
+    csv_header: str | None = None  # AlgoPerf: header line and body text of the CSV
+    csv_body: str = ""
+    n_evals: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _try_read(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise RunRecordError(path, f"cannot read ({e.strerror})") from e
+
+
+def _loads(data: bytes) -> object:
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # NaN/Infinity literals, or a real error: the standard parser says which
+    return json.loads(data)
+
+
+def _parse_json(path: str, data: bytes, what: str) -> object:
+    try:
+        return _loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        ends_early = isinstance(e, json.JSONDecodeError) and e.pos >= len(data.rstrip())
+        raise RunRecordError(path, f"{'truncated' if ends_early else 'malformed'} {what} ({e})") from e
+
+
+def _read_json(path: str, what: str, required: bool = True) -> object:
+    data = _try_read(path)
+    if data is None:
+        if required:
+            raise RunRecordError(path, "missing")
+        return None
+    return _parse_json(path, data, what)
+
+
+def _as_float(value: object, path: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RunRecordError(path, f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _hardware_fingerprint(*parts: object) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def _canonical_hparams(path: str) -> str | None:
+    point = _read_json(path, "hyperparameters", required=False)
+    if point is None:
+        return None
+    if not isinstance(point, dict):
+        raise RunRecordError(path, f"hyperparameters must be a JSON object, got {type(point).__name__}")
+    return json.dumps(point, sort_keys=True)
+
+
+def _json_rows(path: str, lines: list[bytes], complete: bool, on_error: str, notes: list[str]) -> list:
+    """Parse JSON lines: all at once when they are clean, else line by line to name the bad one."""
+    body = b"[" + b",".join(lines) + b"]"
+    if orjson is not None:
+        try:
+            if b"NaN" in body:
+                body_ = body.replace(b": NaN", b": null").replace(b":NaN", b":null")
+                return orjson.loads(body_)
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if number == len(lines) and not complete:
+                problem = f"truncated last line {number} ({e})"
+                if on_error != "warn":
+                    raise RunRecordError(path, problem) from e
+                notes.append(f"{path}: {problem}; dropped that line")
+                break
+            raise RunRecordError(path, f"malformed JSON on line {number} ({e})") from e
+    return rows
+
+
+def _parse_jsonl(path: str, on_error: str, notes: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(keys, values) of an eval.jsonl: values[i, j] is line i's number under keys[j] (NaN if
+    null or absent). A truncated last line is an error, or dropped with a note."""
+    raw = _try_read(path)
+    if raw is None:
+        return (), np.zeros((0, 0))
+    complete = raw.endswith(b"\n") or not raw
+    lines = raw.split(b"\n")
+    if complete:
+        lines.pop()
+    lines = [line for line in lines if line.strip()]
+    rows = _json_rows(path, lines, complete, on_error, notes) if lines else []
+    if not rows:
+        return (), np.zeros((0, 0))
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise RunRecordError(path, f"line {number} is not a JSON object")
+    keys = tuple(rows[0])
+    if all(tuple(row) == keys for row in rows):
+        matrix = [list(row.values()) for row in rows]
+    else:
+        keys = tuple(dict.fromkeys(k for row in rows for k in row))
+        matrix = [[row.get(k) for k in keys] for row in rows]
+    try:
+        values = np.array(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        for number, row in enumerate(matrix, start=1):
+            for key, v in zip(keys, row):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise RunRecordError(path, f"line {number}: {key!r} must be a number, got {v!r}") from None
+        raise
+    for key in REQUIRED_COLUMNS:
+        if key not in keys:
+            raise RunRecordError(path, f"line 1 has no {key!r}")
+        bad = np.flatnonzero(np.isnan(values[:, keys.index(key)]))
+        if len(bad):
+            raise RunRecordError(path, f"line {bad[0] + 1} has no {key!r}")
+    return keys, values
+
+
+def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str) -> TrialRecord:
+    d = trial_dir
+    meta_path = os.path.join(d, TIMETRIAL_META)
+    meta = _parse_json(meta_path, meta_bytes, "meta.json")
+    if not isinstance(meta, dict):
+        raise RunRecordError(meta_path, "must be a JSON object")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise RunRecordError(meta_path, f"missing key(s) {', '.join(missing)}")
+    direction = meta["metric_direction"]
+    if direction not in ("min", "max"):
+        raise RunRecordError(meta_path, f"metric_direction must be 'min' or 'max', got {direction!r}")
+    hardware = meta.get("hardware") or {}
+    if not isinstance(hardware, dict):
+        raise RunRecordError(meta_path, "hardware must be a JSON object")
+    gpu = hardware.get("gpu") or hardware.get("accelerator")
+    desc = f"{hardware.get('cpu', '?')} / {gpu or 'no GPU'} x{hardware.get('num_devices', '?')}"
+    try:
+        study, trial = int(meta["study"]), int(meta["trial"])
+    except (TypeError, ValueError):
+        raise RunRecordError(
+            meta_path, f"study and trial must be integers, got {meta['study']!r}, {meta['trial']!r}"
+        ) from None
+    budget_key = "budget_sec" if "budget_sec" in meta else "max_allowed_runtime_sec"  # the trial's own budget first
+    t = TrialRecord(
+        layout="timetrial",
+        trial_dir=d,
+        root=root,
+        submission=str(meta["submission"]),
+        workload=str(meta["workload"]),
+        framework=str(meta["framework"]),
+        study=study,
+        trial=trial,
+        target_metric=f"validation/{meta['target_metric_name']}",
+        direction=direction,
+        validation_target=_as_float(meta["validation_target_value"], meta_path, "validation_target_value"),
+        test_target=_as_float(meta.get("test_target_value"), meta_path, "test_target_value"),
+        max_runtime_sec=_as_float(meta.get(budget_key), meta_path, budget_key),
+        ruleset=meta.get("ruleset"),
+        seed=meta.get("rng_seed"),
+        hardware=str(hardware.get("fingerprint") or "unknown"),
+        hardware_desc=desc,
+    )
+    if t.validation_target is None:
+        raise RunRecordError(meta_path, "validation_target_value is null")
+    t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
+    summary_path = os.path.join(d, SUMMARY)
+    try:
+        summary = _read_json(summary_path, "summary.json", required=False)
+        if summary is not None:
+            if not isinstance(summary, dict):
+                raise RunRecordError(summary_path, "must be a JSON object")
+            t.status = summary.get("status")
+            t.summary_time_to_target = _as_float(summary.get("time_to_target"), summary_path, "time_to_target")
+    except RunRecordError as e:
+        if on_error != "warn":
+            raise
+        t.notes.append(f"{e}; summary ignored")
+    t.keys, t.values = _parse_jsonl(os.path.join(d, TIMETRIAL_EVALS), on_error, t.notes)
+    t.n_evals = len(t.values)
+    return t
+
+
+def _split_csv(path: str, raw: bytes, on_error: str, notes: list[str]) -> tuple[str, str, int]:
+    """(header, body, number of rows) of an eval_measurements.csv, checking every row's width."""
+    text = raw.decode("utf-8", errors="replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if not text.strip():
+        raise RunRecordError(path, "empty file (no header)")
+    lines = text.split("\n")
+    complete = text.endswith("\n")
+    if complete:
+        lines.pop()
+    header = lines[0]
+    if not complete and len(lines) == 1:
+        raise RunRecordError(path, "truncated header")
+    columns = header.split(",")
+    for key in REQUIRED_COLUMNS:
+        if key not in columns:
+            raise RunRecordError(path, f"no {key!r} column in header")
+    if '"' in text:
+        raise RunRecordError(path, "quoted fields are not expected in eval_measurements.csv")
+    width = header.count(",")
+    body = lines[1:]
+    for number, line in enumerate(body, start=2):
+        if line.count(",") != width or not line.strip():
+            if number == len(lines) and not complete:
+                problem = f"truncated last line {number}"
+                if on_error != "warn":
+                    raise RunRecordError(path, problem)
+                notes.append(f"{path}: {problem}; dropped that line")
+                body.pop()
+                break
+            raise RunRecordError(path, f"line {number} has {line.count(',') + 1} fields, header has {width + 1}")
+    return header, "".join(line + "\n" for line in body), len(body)
+
+
+def _json_object(path: str) -> dict | None:
+    data = _read_json(path, os.path.basename(path), required=False)
+    return data if isinstance(data, dict) else None
+
+
+def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, targets: TargetSet) -> TrialRecord:
+    d = trial_dir
+    csv_path = os.path.join(d, ALGOPERF_EVALS)
+    parts = Path(d).parts
+    wl = _WORKLOAD_DIR.match(parts[-2]) if len(parts) >= 4 else None
+    study = _STUDY_DIR.match(parts[-3]) if len(parts) >= 4 else None
+    if not (wl and study):
+        raise RunRecordError(
+            csv_path,
+            "not in AlgoPerf's layout <submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/",
+        )
+    workload = wl["workload"]
+    try:
+        target = targets.get(workload)
+    except KeyError as e:
+        raise RunRecordError(csv_path, e.args[0]) from None
+    t = TrialRecord(
+        layout="algoperf",
+        trial_dir=d,
+        root=root,
+        submission=parts[-4],
+        workload=workload,
+        framework=wl["framework"],
+        study=int(study.group(1)),
+        trial=int(TRIAL_DIR.match(parts[-1]).group(1)),
+        target_metric=target.validation_metric,
+        direction=target.direction,
+        validation_target=target.validation_target,
+        test_target=target.test_target,
+        max_runtime_sec=target.max_runtime_sec,
+    )
+    meta = _json_object(os.path.join(d, "meta_data_0.json"))
+    if meta is not None:
+        t.seed = meta.get("rng_seed")
+        cpu, gpu, n = meta.get("cpu_model_name"), meta.get("gpu_model_name"), meta.get("gpu_count")
+        if cpu or gpu:
+            t.hardware = _hardware_fingerprint(cpu, gpu, n)
+            t.hardware_desc = f"{cpu or '?'} / {gpu or 'no GPU'} x{n if n is not None else '?'}"
+    flags = _json_object(os.path.join(d, "flags_0.json"))
+    if flags is not None:
+        t.ruleset = flags.get("tuning_ruleset")
+        if t.seed is None:
+            t.seed = flags.get("rng_seed")
+    t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
+    t.csv_header, t.csv_body, t.n_evals = _split_csv(csv_path, raw, on_error, t.notes)
+    if t.ruleset == "self" and t.max_runtime_sec is not None:
+        t.max_runtime_sec *= targets.self_tuning_budget_factor
+    return t
+
+
+def read_trial(trial_dir: str, root: str, on_error: str, targets: TargetSet) -> TrialRecord | RunRecordError | None:
+    """The trial in `trial_dir` (TimeTrial if it has meta.json, AlgoPerf if it has
+    eval_measurements.csv), the error that stops it from being read, or None if neither."""
+    try:
+        meta = _try_read(os.path.join(trial_dir, TIMETRIAL_META))
+        if meta is not None:
+            return _parse_timetrial(trial_dir, root, meta, on_error)
+        raw = _try_read(os.path.join(trial_dir, ALGOPERF_EVALS))
+        if raw is not None:
+            return _parse_algoperf(trial_dir, root, raw, on_error, targets)
+        return None
+    except RunRecordError as e:
+        return e
