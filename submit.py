@@ -13,6 +13,7 @@ Exit status 1 means a trial failed or was interrupted; 0 otherwise.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -124,6 +125,8 @@ def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UserInputError("--executor ray needs Ray: pip install 'timetrial[ray]'")
     planned = plan(experiments(), FLAGS.overwrite, FLAGS.rerun_failed)
     for experiment in {id(t.experiment): t.experiment for t in planned}.values():
         experiment.workload.data_hash()  # a missing dataset fails here, before any record is touched

@@ -93,6 +93,14 @@ class CountingIterator:
             next(self)
 
 
+def _resume(loop: dict, clock: TrialClock, input_queue: CountingIterator, record: TrialRecord) -> TrialOutcome:
+    """Carry an interrupted run's seconds, data position and evaluation rows over into this one."""
+    clock.restore(loop["clock"])
+    input_queue.skip(loop["consumed_batches"])
+    record.resume(loop["eval_row"])
+    return TrialOutcome(**loop["outcome"])
+
+
 def run_trial(
     workload: spec.Workload,
     submission: Submission,
@@ -125,10 +133,7 @@ def run_trial(
     if checkpoint is not None and checkpoint.exists():
         model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
         step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
-        outcome = TrialOutcome(**loop["outcome"])
-        clock.restore(loop["clock"])
-        input_queue.skip(loop["consumed_batches"])
-        record.resume(loop["eval_row"])
+        outcome = _resume(loop, clock, input_queue, record)
     clock.start_timed()
     while True:
         step_rng = seeds["step"] + step
@@ -177,11 +182,10 @@ def run_trial(
             outcome.observe(workload, step, clock.submission_time, results)
             row = _eval_row(step, clock, results, preemptions)
             if checkpoint is not None:
-                workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, {
-                    "global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
-                    "outcome": outcome.summary(), "clock": clock.state(), "consumed_batches": input_queue.consumed,
-                    "eval_row": row,
-                })
+                loop = {"global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
+                        "outcome": outcome.summary(), "clock": clock.state(),
+                        "consumed_batches": input_queue.consumed, "eval_row": row}
+                workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, loop)
             record.add_eval(row)
             record.add_train(train_rows)
             train_rows = []
