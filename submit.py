@@ -80,9 +80,10 @@ def experiments() -> list[Experiment]:
     submissions = [load_submission(ref, FLAGS.framework) for ref in FLAGS.submission]
     spaces = [_space(s) for s in submissions]
     key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
+    workloads = {ref: load_workload(ref, FLAGS.framework, FLAGS.data_dir) for ref in workload_refs}
     return [
         Experiment(
-            workload=load_workload(ref, FLAGS.framework, FLAGS.data_dir), workload_ref=ref,
+            workload=workloads[ref], workload_ref=ref,
             framework=FLAGS.framework, submission=submission, ruleset=FLAGS.tuning_ruleset, space=space,
             num_trials=FLAGS.num_tuning_trials if space is not None else 1, num_studies=FLAGS.num_studies,
             root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,

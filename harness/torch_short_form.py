@@ -8,7 +8,8 @@ and the harness supplies `init_optimizer_state` and `update_params`: one step is
 zero_grad -> forward (train mode, BatchNorm updates) -> mean loss with the point's
 `label_smoothing` -> backward -> optional `grad_clip` by global norm -> optimizer.step()
 -> scheduler.step(). Hyperparameters `dropout_rate`, `label_smoothing` and `grad_clip` are
-honoured when the point has them.
+honoured when the point has them. Under the self-tuning ruleset (no point), a module-level
+`SELF_TUNING_DEFAULTS` of the submission stands in for the point, in both functions.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from harness import spec
 MakeOptimizer = Callable[[torch.nn.Module, spec.Hyperparameters, spec.Workload], Any]
 
 
-def standard_functions(make_optimizer: MakeOptimizer) -> dict[str, Callable]:
+def standard_functions(
+    make_optimizer: MakeOptimizer, self_tuning_defaults: spec.Hyperparameters = None
+) -> dict[str, Callable]:
     """`init_optimizer_state` and `update_params` for a short-form submission."""
 
     def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
         del model_state, rng
+        hyperparameters = self_tuning_defaults if hyperparameters is None else hyperparameters
         made = make_optimizer(model_params, hyperparameters, workload)
         optimizer, scheduler = made if isinstance(made, tuple) else (made, None)
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -48,6 +52,7 @@ def standard_functions(make_optimizer: MakeOptimizer) -> dict[str, Callable]:
         train_state=None,
     ):
         del current_params_types, loss_type, eval_results, global_step, train_state
+        hyperparameters = self_tuning_defaults if hyperparameters is None else hyperparameters
         model = current_param_container
         optimizer_state["optimizer"].zero_grad(set_to_none=True)
         logits, new_model_state = workload.model_fn(

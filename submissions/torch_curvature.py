@@ -96,7 +96,7 @@ def hutchinson_diagonal(
 
 
 def spatially_averaged(values: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """AdaHessian's spatial averaging (Yao et al., 2021, Section 3.3): |v| for tensors of up to two
+    """AdaHessian's spatial averaging (Yao et al., 2021; official `get_trace`): |v| for tensors of up to two
     dimensions; for convolution kernels (out, in, k_h, k_w), |v| averaged over the k_h x k_w
     positions, broadcast back over them."""
     averaged = []

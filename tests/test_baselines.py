@@ -86,7 +86,7 @@ def test_warmup_linear_decay_reaches_end_factor_and_holds():
 
 @pytest.mark.parametrize("name", ["nadamw", "adamw", "sgd_nesterov"])
 def test_baselines_train_the_toy_workload_under_both_rulesets(name, toy_workload, tmp_path):
-    from conftest import NullProgress
+    from support import NullProgress
     from harness import search_space
     from harness.records import TrialRecord
     from harness.trial import run_trial

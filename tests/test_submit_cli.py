@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOY_WORKLOAD, run_submit
+from support import TOY_WORKLOAD, run_submit
 
 SHORT_FORM = '''
 import torch

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPO, TOY_WORKLOAD, NullProgress, run_submit
+from support import REPO, TOY_WORKLOAD, NullProgress, run_submit
 from harness.discovery import load_submission, load_workload
 from harness.records import TrialRecord
 from harness.trial import run_trial

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import NullProgress
+from support import NullProgress
 from harness import spec
 from harness.discovery import Submission, default_data_selection
 from harness.records import TrialRecord

@@ -21,7 +21,7 @@ from submissions.torch_curvature import (
 from submissions.torch_schedules import warmup_cosine_decay
 
 EPSILON = 1e-4  # official Adahessian default (amirgholami/adahessian, image_classification/optim_adahessian.py)
-PROBES = "rademacher"  # Yao et al. (2021), Section 3.1
+PROBES = "rademacher"  # Yao et al. (2021); the official `get_trace`
 
 # Self-tuning ruleset: the official CIFAR-10 ResNet recipe (image_classification/main.py): lr 0.15,
 # β = (0.9, 0.999), Hessian power 1, weight decay 5e-4 applied decoupled as 5e-4 / lr (the script's

@@ -31,9 +31,8 @@ NO_DECAY = {
     ParameterType.LAYER_NORM_SCALE, ParameterType.LAYER_NORM_BIAS, ParameterType.ATTENTION_BIAS,
 }
 
-# Self-tuning ruleset: ε = 1e-3 and a constant learning rate from the paper's grids (Appendix D:
-# ε = 1e-3; lr 1e-7 ... 1e-5 for RoBERTa-large, the largest of which suits small models trained
-# from scratch); weight decay 0 as in the paper's runs.
+# Self-tuning ruleset: the paper's ε = 1e-3 and a constant learning rate from its grid for RoBERTa-large
+# (1e-7 ... 1e-5), the largest, for small models trained from scratch; weight decay 0 as in its runs.
 SELF_TUNING_DEFAULTS = spec.make_hyperparameters({"learning_rate": 1e-5, "epsilon": 1e-3, "weight_decay": 0.0})
 
 

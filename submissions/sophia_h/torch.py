@@ -19,7 +19,7 @@ from submissions.torch_schedules import warmup_cosine_decay
 
 HESSIAN_INTERVAL = 10  # k in Liu et al. (2023), Algorithm 3; pytorch-optimizer's SophiaH update_period
 EPSILON = 1e-12  # ε of the official repository's first SophiaH (Liuhong99/Sophia sophia.py) and of pytorch-optimizer
-PROBES = "gaussian"  # u ~ N(0, I) (Liu et al., 2023, Section 2.3)
+PROBES = "gaussian"  # u ~ N(0, I) (Liu et al., 2023, Hutchinson estimator)
 
 # Self-tuning ruleset: pytorch-optimizer's SophiaH defaults (lr 6e-2, p = ρ = 1e-2, β = (0.96, 0.99)),
 # mapped to the official parameterisation lr = ρ · (their lr) = 6e-4; weight decay 0.1 and grad_clip 1.0

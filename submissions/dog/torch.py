@@ -1,0 +1,47 @@
+"""DoG, "Distance over Gradients" (Ivgi, Hinder & Carmon, 2023, ICML, arXiv:2302.12022): parameter-free
+SGD, with the polynomial-decay iterate averaging its authors prescribe, both from their
+`dog-optimizer` package (`dog.DoG`, `dog.PolynomialDecayAverager`):
+
+    η_t = max_{i≤t} ‖x_i − x_0‖ / √(Σ_{i≤t} ‖g_i‖²),   x_{t+1} = x_t − η_t g_t,   (r_ε = reps_rel · (1 + ‖x_0‖))
+    x̄_t = (1 − (1+γ)/(t+γ)) x̄_{t−1} + (1+γ)/(t+γ) x_t,   γ = 8
+
+The average (BatchNorm statistics included) is swapped in by `prepare_for_eval` and out again by the
+next `update_params` (`submissions/torch_averaging.py`). No learning rate and no schedule.
+
+    python submit.py --workload fashion_mnist --submission dog --tuning_ruleset self
+"""
+
+from __future__ import annotations
+
+import dog
+import torch
+
+from harness import spec
+from submissions.torch_averaging import ModuleAverage, averaging_functions, has_batch_norm
+
+AVERAGING_GAMMA = 8.0  # dog.PolynomialDecayAverager default
+RELATIVE_LEARNING_RATE = 1.0  # DoG's c, "changing it is not recommended" (dog.DoG docstring)
+
+# Self-tuning ruleset: DoG's defaults (weight decay 0); reps_rel is chosen per model in make_optimizer
+# as the package recommends: 1e-6, or 1e-4 for models with BatchNorm.
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({"weight_decay": 0.0})
+
+
+def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> torch.optim.Optimizer:
+    if hyperparameters is None:
+        reps_rel = 1e-4 if has_batch_norm(model) else 1e-6
+        hyperparameters = spec.make_hyperparameters({**SELF_TUNING_DEFAULTS._asdict(), "reps_rel": reps_rel})
+    return dog.DoG(
+        model.parameters(), reps_rel=hyperparameters.reps_rel, lr=RELATIVE_LEARNING_RATE,
+        weight_decay=hyperparameters.weight_decay,
+    )
+
+
+def make_averager(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> ModuleAverage:
+    return ModuleAverage(model, dog.PolynomialDecayAverager(model, gamma=AVERAGING_GAMMA))
+
+
+_functions = averaging_functions(make_optimizer, make_averager, SELF_TUNING_DEFAULTS)
+init_optimizer_state = _functions["init_optimizer_state"]
+update_params = _functions["update_params"]
+prepare_for_eval = _functions["prepare_for_eval"]

@@ -1,0 +1,64 @@
+"""Lion, "EvoLved Sign Momentum" (Chen et al., 2023, NeurIPS, arXiv:2302.06675, Program 1), with
+linear warmup and cosine decay to 0 at step_hint.
+
+    python submit.py --workload kjv_lm --submission lion
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness import spec
+from submissions.torch_schedules import warmup_cosine_decay
+
+# Self-tuning ruleset: the paper's β = (0.9, 0.99) and its advice of a learning rate 3-10x smaller and a
+# weight decay 3-10x larger than AdamW's: AdamW's 1e-3 and 1e-2 (the adamw submission) give
+# lr 1e-4 and weight decay 0.1; warmup 5% as in AlgoPerf's AdamW search space.
+SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
+    "learning_rate": 1e-4, "one_minus_beta1": 0.1, "beta2": 0.99, "weight_decay": 0.1, "warmup_factor": 0.05,
+})
+
+
+class Lion(torch.optim.Optimizer):
+    r"""Lion's update, with gradient g, learning rate η and decoupled weight decay λ:
+
+        c = β₁ m + (1 − β₁) g
+        θ ← θ (1 − η λ) − η sign(c)
+        m ← β₂ m + (1 − β₂) g
+    """
+
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0):
+        if lr < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"invalid Lion hyperparameters: lr={lr}, betas={betas}, weight_decay={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            lr, (beta1, beta2) = group["lr"], group["betas"]
+            updates = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
+            torch._foreach_sign_(updates)
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+            torch._foreach_add_(params, updates, alpha=-lr)
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta2)
+        return loss
+
+
+def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
+    hp = hyperparameters or SELF_TUNING_DEFAULTS
+    optimizer = Lion(
+        model.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), weight_decay=hp.weight_decay
+    )
+    return optimizer, warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)

@@ -1,0 +1,95 @@
+"""The conformance table: every submission x every mini workload runs a few steps through `submit.py`
+without error, with finite metrics and a complete run record; and every submission trains the toy
+workload under the self-tuning ruleset.
+
+The table is one `submit.py` invocation per workload over all submissions (`--executor inline`: one
+process, so torch is imported once). Each workload runs as itself, through a wrapper folder that only
+cuts evaluation to EVAL_EXAMPLES examples per split, so the table fits in a few minutes on two CPU
+cores. New submissions and new mini workloads join the table by being discovered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support import NullProgress, run_submit
+from harness.discovery import available_submissions, available_workloads, load_submission
+from harness.records import TrialRecord
+from harness.trial import run_trial
+
+SUBMISSIONS = available_submissions("pytorch")
+WORKLOADS = available_workloads("pytorch", suite="mini")
+STEPS = 3
+EVAL_EXAMPLES = 64
+
+WRAPPER = '''from workloads.{name}.torch import Workload as Full
+
+
+class Workload(Full):
+    """{name}, evaluated on its first {n} examples of each split."""
+
+    num_eval_train_examples = num_validation_examples = num_test_examples = {n}
+'''
+
+
+class Table:
+    """Runs the table one workload at a time (one `submit.py` call each, all submissions), on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.results = root, {}
+
+    def run(self, workload: str) -> tuple[Path, subprocess.CompletedProcess]:
+        if workload not in self.results:
+            folder = self.root / "workloads" / workload
+            folder.mkdir(parents=True)
+            (folder / "torch.py").write_text(WRAPPER.format(name=workload, n=EVAL_EXAMPLES))
+            self.results[workload] = run_submit(
+                "--workload", str(folder), "--submission", ",".join(SUBMISSIONS), "--max_global_steps", str(STEPS),
+                "--experiment_dir", str(self.root / "runs"), "--experiment_name", workload, "--executor", "inline",
+            )
+        return self.root / "runs" / workload / f"{workload}_pytorch", self.results[workload]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> Table:
+    return Table(tmp_path_factory.mktemp("conformance"))
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_the_table_runs_and_exits_0(table, workload):
+    _, result = table.run(workload)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("submission", SUBMISSIONS)
+def test_submission_runs_on_workload_with_a_complete_record(table, submission, workload):
+    records, _ = table.run(workload)
+    trial = records / submission / "study_0" / "trial_1"
+    summary = json.loads((trial / "summary.json").read_text())
+    assert summary["status"] == "stopped", summary.get("error")
+    assert summary["global_step"] == STEPS and summary["unused_hyperparameters"] == []
+    meta = json.loads((trial / "meta.json").read_text())
+    hparams = json.loads((trial / "hparams.json").read_text())
+    assert meta["ruleset"] == "external" and hparams == meta["hparams"]
+    rows = [json.loads(line) for line in (trial / "eval.jsonl").read_text().splitlines()]
+    assert [row["global_step"] for row in rows] == [1, STEPS]
+    for row in rows:
+        metrics = {k: v for k, v in row.items() if k.startswith(("train/", "validation/", "test/"))}
+        assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+@pytest.mark.parametrize("submission", SUBMISSIONS)
+def test_submission_trains_the_toy_workload_under_the_self_tuning_ruleset(submission, toy_workload, tmp_path):
+    record = TrialRecord(tmp_path / "trial")
+    outcome = run_trial(
+        toy_workload, load_submission(submission, "pytorch"), None, 0, 60.0, record, NullProgress(), max_global_steps=30
+    )
+    assert outcome.status in ("reached", "stopped"), outcome.error
+    assert all(math.isfinite(row["validation/loss"]) for row in record.eval_rows)
+    assert toy_workload.latest_train_loss() is not None and math.isfinite(toy_workload.latest_train_loss())
