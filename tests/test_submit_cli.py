@@ -129,7 +129,7 @@ def test_a_failing_submission_is_recorded_as_failed_with_its_error(toy_args, tmp
     assert summary["status"] == "failed" and "RuntimeError: boom" in summary["error"]
 
 
-@pytest.mark.parametrize("workload", ["fashion_mnist", "kjv_lm"])
+@pytest.mark.parametrize("workload", ["fashion_mnist", "fashion_mnist_vit", "kjv_lm"])
 def test_each_mini_workload_runs_end_to_end_on_real_data(workload, tmp_path):
     result = run_submit("--workload", workload, "--submission", "nadamw", "--max_global_steps", "3",
                         "--experiment_dir", str(tmp_path), "--experiment_name", "e2e")
