@@ -12,6 +12,7 @@ import math
 import torch
 
 from harness import spec
+from submissions.torch_foreach import ForeachOptimizer
 from submissions.torch_schedules import warmup_cosine_decay
 
 EPSILON = 1e-8  # official diffGrad default (shivram1987/diffGrad)
@@ -23,7 +24,7 @@ SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
 })
 
 
-class DiffGrad(torch.optim.Optimizer):
+class DiffGrad(ForeachOptimizer):
     r"""diffGrad's update (Algorithm 1), with step t, gradient g_t, learning rate η and weight decay λ,
     applied decoupled as in AdamW (the authors' code adds λθ to g):
 
@@ -38,43 +39,26 @@ class DiffGrad(torch.optim.Optimizer):
             raise ValueError(f"invalid diffGrad hyperparameters: lr={lr}, betas={betas}, eps={eps}, wd={weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    for key in ("exp_avg", "exp_avg_sq", "previous_grad"):
-                        state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            states = [self.state[p] for p in params]
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            previous = [s["previous_grad"] for s in states]
-            lr, (beta1, beta2), t = group["lr"], group["betas"], states[0]["step"]
-            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-            friction = torch._foreach_sub(previous, grads)
-            torch._foreach_abs_(friction)
-            torch._foreach_sigmoid_(friction)
-            torch._foreach_mul_(friction, exp_avgs)
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-            step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-            torch._foreach_addcdiv_(params, friction, denominators, value=-step_size)
-            torch._foreach_copy_(previous, grads)
-        return loss
+    state_keys = ("exp_avg", "exp_avg_sq", "previous_grad")
+
+    def update_group(self, group, params, grads, states, t) -> None:
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        previous = [s["previous_grad"] for s in states]
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        friction = torch._foreach_sub(previous, grads)
+        torch._foreach_abs_(friction)
+        torch._foreach_sigmoid_(friction)
+        torch._foreach_mul_(friction, exp_avgs)
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+        step_size = lr * math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
+        torch._foreach_addcdiv_(params, friction, denominators, value=-step_size)
+        torch._foreach_copy_(previous, grads)
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):

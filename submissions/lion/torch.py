@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
+from submissions.torch_foreach import ForeachOptimizer
 from submissions.torch_schedules import warmup_cosine_decay
 
 # Self-tuning ruleset: the paper's β = (0.9, 0.99) and its advice of a learning rate 3-10x smaller and a
@@ -19,7 +20,7 @@ SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
 })
 
 
-class Lion(torch.optim.Optimizer):
+class Lion(ForeachOptimizer):
     r"""Lion's update, with gradient g, learning rate η and decoupled weight decay λ:
 
         c = β₁ m + (1 − β₁) g
@@ -32,28 +33,16 @@ class Lion(torch.optim.Optimizer):
             raise ValueError(f"invalid Lion hyperparameters: lr={lr}, betas={betas}, weight_decay={weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            for p in params:
-                if not self.state[p]:
-                    self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            exp_avgs = [self.state[p]["exp_avg"] for p in params]
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            updates = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
-            torch._foreach_sign_(updates)
-            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-            torch._foreach_add_(params, updates, alpha=-lr)
-            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta2)
-        return loss
+    state_keys = ("exp_avg",)
+
+    def update_group(self, group, params, grads, states, t) -> None:
+        exp_avgs = [s["exp_avg"] for s in states]
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        updates = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_sign_(updates)
+        torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+        torch._foreach_add_(params, updates, alpha=-lr)
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta2)
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):

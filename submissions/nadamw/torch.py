@@ -11,6 +11,7 @@ import math
 import torch
 
 from harness import spec
+from submissions.torch_foreach import ForeachOptimizer
 from submissions.torch_schedules import warmup_cosine_decay
 
 # Self-tuning ruleset: the first point of AlgoPerf's qualification search space (search_space.json).
@@ -26,7 +27,7 @@ SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
 EPSILON = 1e-8  # AlgoPerf's NAdamW baseline
 
 
-class NAdamW(torch.optim.Optimizer):
+class NAdamW(ForeachOptimizer):
     r"""Adam with Nesterov momentum and decoupled weight decay, as in AlgoPerf's baseline.
 
     With gradient g, step t, learning rate \eta (the scheduled one) and weight decay \lambda:
@@ -41,38 +42,21 @@ class NAdamW(torch.optim.Optimizer):
             raise ValueError(f"invalid NAdamW hyperparameters: lr={lr}, betas={betas}, eps={eps}, wd={weight_decay}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            states = [self.state[p] for p in params]
-            for state, p in zip(states, params):
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            lr, (beta1, beta2), t = group["lr"], group["betas"], states[0]["step"]
-            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-            nesterov = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denominators, math.sqrt(1.0 - beta2**t))
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_addcdiv_(params, nesterov, denominators, value=-lr / (1.0 - beta1**t))
-        return loss
+    state_keys = ("exp_avg", "exp_avg_sq")
 
+    def update_group(self, group, params, grads, states, t) -> None:
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        nesterov = torch._foreach_lerp(exp_avgs, grads, 1.0 - beta1)
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, math.sqrt(1.0 - beta2**t))
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, nesterov, denominators, value=-lr / (1.0 - beta1**t))
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
     hp = hyperparameters or SELF_TUNING_DEFAULTS
