@@ -18,6 +18,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness import spec
+from submissions.torch_foreach import evaluate_closure, groups_with_gradients
+from submissions.torch_schedules import warmup_cosine_decay
 
 HUTCHINSON_DISTRIBUTIONS = ("gaussian", "rademacher")
 
@@ -95,6 +97,32 @@ def hutchinson_diagonal(
     return [g.detach() for g in grads], [z * hz for z, hz in zip(probes, hessian_probes)]
 
 
+def gradients_with_hutchinson(
+    workload: spec.Workload, model: torch.nn.Module, model_state, batch: dict[str, torch.Tensor], hp, rng,
+    params: Sequence[torch.Tensor], distribution: str,
+):
+    """Forward on the batch, mean loss, then `hutchinson_diagonal`; sets each `p.grad` to ∇L.
+
+    Returns (new_model_state, z ⊙ (∇²L z) per parameter).
+    """
+    with twice_differentiable():
+        logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)
+        loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
+        grads, estimates = hutchinson_diagonal(loss, params, distribution)
+    for p, g in zip(params, grads):
+        p.grad = g
+    return new_model_state, estimates
+
+
+def sophia_optimizer_state(workload: spec.Workload, model: torch.nn.Module, hp, eps: float) -> dict:
+    """A `Sophia` optimizer from the point's hyperparameters and the baselines' warmup-cosine schedule."""
+    optimizer = Sophia(
+        model.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), rho=hp.rho,
+        weight_decay=hp.weight_decay, eps=eps,
+    )
+    return {"optimizer": optimizer, "scheduler": warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)}
+
+
 def spatially_averaged(values: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """AdaHessian's spatial averaging (Yao et al., 2021; official `get_trace`): |v| for tensors of up to two
     dimensions; for convolution kernels (out, in, k_h, k_w), |v| averaged over the k_h x k_w
@@ -160,14 +188,8 @@ class Sophia(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
+        loss = evaluate_closure(closure)
+        for group, params in groups_with_gradients(self):
             states = [self._state(p) for p in params]
             exp_avgs = [s["exp_avg"] for s in states]
             lr, (beta1, _), rho = group["lr"], group["betas"], group["rho"]

@@ -7,7 +7,25 @@ and hands the group's parameters, gradients and states to `update_group`.
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import torch
+
+
+def evaluate_closure(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
+    """The loss of `closure` computed with gradients on (inside an optimizer's no-grad `step`)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
+def groups_with_gradients(optimizer: torch.optim.Optimizer) -> Iterator[tuple[dict, list[torch.Tensor]]]:
+    """(group, its parameters that have gradients) for every group with at least one."""
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            yield group, params
 
 
 class ForeachOptimizer(torch.optim.Optimizer):
@@ -32,13 +50,8 @@ class ForeachOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                states = self._states(params)
-                self.update_group(group, params, [p.grad for p in params], states, states[0]["step"])
+        loss = evaluate_closure(closure)
+        for group, params in groups_with_gradients(self):
+            states = self._states(params)
+            self.update_group(group, params, [p.grad for p in params], states, states[0]["step"])
         return loss

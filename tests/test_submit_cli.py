@@ -143,4 +143,4 @@ def test_each_mini_workload_runs_end_to_end_on_real_data(workload, tmp_path):
     assert all(0 < r[f"validation/{metric}"] < float("inf") for r in rows)
     summary = json.loads((trial / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["global_step"] == 3
-    assert f"step 3" in result.stdout
+    assert "step 3" in result.stdout

@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import (
-    AdaHessian, hutchinson_diagonal, mean_loss, spatially_averaged, training_logits, twice_differentiable,
-)
+from submissions.torch_curvature import AdaHessian, gradients_with_hutchinson, spatially_averaged
 from submissions.torch_schedules import warmup_cosine_decay
 
 EPSILON = 1e-4  # official Adahessian default (amirgholami/adahessian, image_classification/optim_adahessian.py)
@@ -56,12 +54,7 @@ def update_params(
     hp = hyperparameters or SELF_TUNING_DEFAULTS
     model, optimizer = current_param_container, optimizer_state["optimizer"]
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    with twice_differentiable():
-        logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)
-        loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
-        grads, probes = hutchinson_diagonal(loss, params, PROBES)
-    for p, g in zip(params, grads):
-        p.grad = g
+    new_model_state, probes = gradients_with_hutchinson(workload, model, model_state, batch, hp, rng, params, PROBES)
     optimizer.step(spatially_averaged(probes))
     optimizer_state["scheduler"].step()
     return optimizer_state, model, new_model_state

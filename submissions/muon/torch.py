@@ -17,6 +17,7 @@ import math
 import torch
 
 from harness import spec
+from submissions.torch_foreach import evaluate_closure, groups_with_gradients
 from submissions.torch_schedules import warmup_cosine_decay
 
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of the reference's quintic iteration
@@ -83,14 +84,9 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                (self._muon_step if group["use_muon"] else self._adam_step)(group, params)
+        loss = evaluate_closure(closure)
+        for group, params in groups_with_gradients(self):
+            (self._muon_step if group["use_muon"] else self._adam_step)(group, params)
         return loss
 
     def _muon_step(self, group: dict, params: list[torch.Tensor]) -> None:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import Sophia, mean_loss, sampled_labels, training_logits
-from submissions.torch_schedules import warmup_cosine_decay
+from submissions.torch_curvature import mean_loss, sampled_labels, sophia_optimizer_state, training_logits
 
 HESSIAN_INTERVAL = 10  # k: "interval = 10" in the official configs (Liuhong99/Sophia, config/*.py)
 EPSILON = 1e-15  # official sophia.py
@@ -38,12 +37,7 @@ def init_optimizer_state(
     hyperparameters: spec.Hyperparameters, rng: spec.RandomState,
 ) -> dict:
     del model_state, rng
-    hp = hyperparameters or SELF_TUNING_DEFAULTS
-    optimizer = Sophia(
-        model_params.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), rho=hp.rho,
-        weight_decay=hp.weight_decay, eps=EPSILON,
-    )
-    return {"optimizer": optimizer, "scheduler": warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)}
+    return sophia_optimizer_state(workload, model_params, hyperparameters or SELF_TUNING_DEFAULTS, EPSILON)
 
 
 def update_params(

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import Sophia, hutchinson_diagonal, mean_loss, training_logits, twice_differentiable
-from submissions.torch_schedules import warmup_cosine_decay
+from submissions.torch_curvature import gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits
 
 HESSIAN_INTERVAL = 10  # k in Liu et al. (2023), Algorithm 3; pytorch-optimizer's SophiaH update_period
 EPSILON = 1e-12  # ε of the official repository's first SophiaH (Liuhong99/Sophia sophia.py) and of pytorch-optimizer
@@ -36,12 +35,7 @@ def init_optimizer_state(
     hyperparameters: spec.Hyperparameters, rng: spec.RandomState,
 ) -> dict:
     del model_state, rng
-    hp = hyperparameters or SELF_TUNING_DEFAULTS
-    optimizer = Sophia(
-        model_params.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), rho=hp.rho,
-        weight_decay=hp.weight_decay, eps=EPSILON,
-    )
-    return {"optimizer": optimizer, "scheduler": warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)}
+    return sophia_optimizer_state(workload, model_params, hyperparameters or SELF_TUNING_DEFAULTS, EPSILON)
 
 
 def update_params(
@@ -57,12 +51,9 @@ def update_params(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     optimizer.zero_grad(set_to_none=True)
     if global_step % HESSIAN_INTERVAL == 0:
-        with twice_differentiable():
-            logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)
-            loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
-            grads, estimates = hutchinson_diagonal(loss, params, PROBES)
-        for p, g in zip(params, grads):
-            p.grad = g
+        new_model_state, estimates = gradients_with_hutchinson(
+            workload, model, model_state, batch, hp, rng, params, PROBES
+        )
         optimizer.update_hessian(estimates)
     else:
         logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)

@@ -14,17 +14,7 @@ import pytest
 from scoring import ScoringConfig, algoperf_targets, load_runs, score_runs
 
 DATA = Path(__file__).parent / "data"
-V06_BASE = [
-    "criteo1tb",
-    "fastmri",
-    "finewebedu_lm",
-    "imagenet_resnet",
-    "imagenet_vit",
-    "librispeech_conformer",
-    "librispeech_deepspeech",
-    "ogbg",
-    "wmt",
-]
+V06_BASE = sorted(algoperf_targets("0.6").base_workloads)
 
 
 def _values(target, n_miss, n_hit):

@@ -24,22 +24,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scoring import ScoringConfig, load_runs, median_over_studies, score_runs, study_results, trial_results
+from scoring import ScoringConfig, algoperf_targets, load_runs, median_over_studies, score_runs, study_results, trial_results
 
 DATA = Path(__file__).parent / "data"
 RAW = DATA / "algoperf_v06_raw"
 SUBMISSIONS = {"nadamw_baselinev05": "jax", "schedule_free_adamw_v2": "pytorch"}
-WORKLOADS = [
-    "criteo1tb",
-    "fastmri",
-    "finewebedu_lm",
-    "imagenet_resnet",
-    "imagenet_vit",
-    "librispeech_conformer",
-    "librispeech_deepspeech",
-    "ogbg",
-    "wmt",
-]
+WORKLOADS = sorted(algoperf_targets("0.6").base_workloads)
 MISSING = {("schedule_free_adamw_v2", "imagenet_vit")}  # no eval_measurements.csv upstream
 PAIRS = [(s, w) for s in SUBMISSIONS for w in WORKLOADS if (s, w) not in MISSING]
 PUBLISHED_DIGITS_REL = 1e-15  # the published values carry 16 significant digits
