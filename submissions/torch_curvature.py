@@ -61,14 +61,23 @@ def mean_loss(
 
 
 def sampled_labels(workload: spec.Workload, logits: torch.Tensor) -> torch.Tensor:
-    """Labels drawn from the model's own output distribution, ŷ ~ softmax(logits): the
-    Gauss-Newton-Bartlett estimator's labels (Liu et al., 2023). Only for softmax cross-entropy."""
-    if workload.loss_type != spec.LossType.SOFTMAX_CROSS_ENTROPY:
-        raise ValueError(
-            f"the Gauss-Newton-Bartlett estimator samples labels from a softmax; workload {workload.name} has "
-            f"loss {workload.loss_type.name}: use the Hutchinson estimator (submission sophia_h) instead"
-        )
-    return torch.distributions.Categorical(logits=logits.detach()).sample()
+    """Labels drawn from the model's own predictive distribution, whose negative log-likelihood is the
+    workload's loss: the Gauss-Newton-Bartlett estimator's labels (Liu et al., 2023, §2.3).
+
+    softmax cross-entropy: ŷ ~ Categorical(softmax(z)); sigmoid cross-entropy: ŷ ~ Bernoulli(σ(z)) per
+    label; mean absolute error (the Laplace log-likelihood with scale 1): ŷ = z + Laplace(0, 1) noise.
+    """
+    logits = logits.detach()
+    if workload.loss_type == spec.LossType.SOFTMAX_CROSS_ENTROPY:
+        return torch.distributions.Categorical(logits=logits).sample()
+    if workload.loss_type == spec.LossType.SIGMOID_CROSS_ENTROPY:
+        return torch.bernoulli(torch.sigmoid(logits))
+    if workload.loss_type == spec.LossType.MEAN_ABSOLUTE_ERROR:
+        return logits + torch.distributions.Laplace(0.0, 1.0).sample(logits.shape).to(logits)
+    raise ValueError(
+        f"the Gauss-Newton-Bartlett estimator needs labels sampled from the model; workload {workload.name} has "
+        f"loss {workload.loss_type.name}, which has no sampler here: use the Hutchinson estimator (sophia_h)"
+    )
 
 
 def twice_differentiable():

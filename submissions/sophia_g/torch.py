@@ -4,7 +4,8 @@ is a Gauss-Newton-Bartlett estimate, refreshed every k = 10 steps.
     python submit.py --workload kjv_lm --submission sophia_g
 
 One step: forward in train mode; on refresh steps (t = 1, k+1, 2k+1, ... as in Algorithm 3) the
-labels ŷ are sampled from the model's own softmax and the gradient ĝ of the mean sampled-label loss
+labels ŷ are sampled from the model's own predictive distribution (softmax, Bernoulli, Laplace: see
+`torch_curvature.sampled_labels`) and the gradient ĝ of the mean sampled-label loss
 is taken from the same forward pass (a second backward), giving ĥ = B · ĝ ⊙ ĝ with B the number of
 examples (tokens for a sequence model) the loss averages over — the official code's `bs` scaling,
 moved from the denominator into the estimate. Then the real loss is backpropagated and
