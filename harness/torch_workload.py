@@ -27,16 +27,24 @@ _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
 
 
 def parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
-    """AlgoPerf's parameter-type tree for a torch module, keyed by parameter name."""
-    types = {}
+    """AlgoPerf's parameter-type tree for a torch module, keyed by parameter name.
+
+    Types follow the module kind (convolution, normalisation, embedding; else WEIGHT or BIAS); a
+    module may name its own parameters' types in a class attribute `algoperf_parameter_types`
+    (`{'qkv.weight': ParameterType.ATTENTION_QKV, ...}`, paths relative to the module), as
+    attention blocks do.
+    """
+    types, declared = {}, {}
     for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
         for param_name, _ in module.named_parameters(recurse=False):
             kind = spec.ParameterType.BIAS if param_name == "bias" else spec.ParameterType.WEIGHT
             for module_types, name, ptype in _PARAMETER_TYPES:
                 if isinstance(module, module_types) and param_name == name:
                     kind = ptype
-            types[f"{module_name}.{param_name}" if module_name else param_name] = kind
-    return types
+            types[prefix + param_name] = kind
+        declared.update({prefix + path: ptype for path, ptype in getattr(module, "algoperf_parameter_types", {}).items()})
+    return types | declared
 
 
 def default_device() -> torch.device:

@@ -32,6 +32,11 @@ def posemb_sincos_2d(height: int, width: int, dim: int, temperature: float = 10_
 class SelfAttention(nn.Module):
     """Multi-head self-attention with fused query/key/value projections."""
 
+    algoperf_parameter_types = {
+        "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
+        "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
+    }
+
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         if width % heads:
@@ -89,24 +94,8 @@ class SmallViT(nn.Module):
         return self.head(torch.tanh(self.pre_logits(x.mean(dim=1))))
 
 
-def attention_parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
-    """AlgoPerf's attention types for the attention projections (the generic tree calls them WEIGHT/BIAS)."""
-    types = {}
-    for module_name, module in model.named_modules():
-        if isinstance(module, SelfAttention):
-            types[f"{module_name}.qkv.weight"] = spec.ParameterType.ATTENTION_QKV
-            types[f"{module_name}.out.weight"] = spec.ParameterType.ATTENTION_OUT
-            types[f"{module_name}.qkv.bias"] = types[f"{module_name}.out.bias"] = spec.ParameterType.ATTENTION_BIAS
-    return types
-
-
 class Workload(FashionMnistVitWorkload, fashion_mnist_torch.Workload):
     """The ResNet workload's evaluation and data with the ViT in place of the ResNet."""
 
     def build_model(self) -> nn.Module:
         return SmallViT()
-
-    def init_model_fn(self, rng: spec.RandomState) -> tuple[nn.Module, None]:
-        model, model_state = super().init_model_fn(rng)
-        self._param_types.update(attention_parameter_types(model))
-        return model, model_state

@@ -10,11 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness import spec
 from harness.torch_workload import TorchWorkload
 from workloads.kjv_lm.workload import SEQUENCE_LENGTH, VOCABULARY_SIZE, KjvLmWorkload
 
 
 class CausalSelfAttention(nn.Module):
+    algoperf_parameter_types = {
+        "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
+        "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
+    }
+
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
