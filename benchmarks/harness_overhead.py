@@ -22,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from harness import search_space, spec  # noqa: E402
 from harness.discovery import load_submission, load_workload  # noqa: E402
@@ -39,14 +38,14 @@ class _Silent:
 
 
 def bare_loop(workload, point: dict, steps: int) -> float:
-    """Seconds per step of a plain loop: next batch, forward, loss, backward, step, schedule."""
+    """Seconds per step of a plain loop: next batch, forward, loss, backward, step, schedule; the
+    forward pass and loss are the workload's own `model_fn` and `loss_fn`, as inside the harness."""
     seeds = trial_seeds(SEED)
     from submissions.nadamw.torch import make_optimizer
 
     hp = spec.make_hyperparameters(point)
     queue = workload._build_input_queue(seeds["data"], "train", "", workload.reference_batch_size)
     model, _ = workload.init_model_fn(seeds["model"])
-    model.train()
     optimizer, scheduler = make_optimizer(model, hp, workload)
     start = 0.0
     for step in range(steps):
@@ -55,10 +54,9 @@ def bare_loop(workload, point: dict, steps: int) -> float:
             start = time.perf_counter()
         batch = next(queue)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(batch["inputs"])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1),
-                               label_smoothing=hp.label_smoothing)
-        loss.backward()
+        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.TRAIN, step, update_batch_norm=True)
+        loss = workload.loss_fn(batch["targets"], logits, batch.get("weights"), hp.label_smoothing)
+        (loss["summed"] / loss["n_valid_examples"]).backward()
         optimizer.step()
         scheduler.step()
     workload.sync()

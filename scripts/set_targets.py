@@ -1,10 +1,13 @@
 """Set a mini workload's targets and budget by AlgoPerf's procedure, and keep the evidence.
 
-    python scripts/set_targets.py --workload fashion_mnist --points 1 --num_seeds 3
+    python scripts/set_targets.py --workload fashion_mnist
 
-1. Tune briefly: run the baseline (NAdamW) once for each listed search-space point, for exactly
-   `step_hint` steps with the targets switched off; keep the point with the best final validation.
-2. Rerun that point over `--num_seeds` seeds, again for `step_hint` steps.
+1. Tune briefly: run the baseline (NAdamW) once for each listed search-space point (AlgoPerf's
+   five-point space by default), with the targets switched off, on a schedule shortened to
+   `--tuning_fraction` x `step_hint` steps (the step hint the schedule decays over is shortened
+   with it); keep the point with the best final validation value.
+2. Rerun that point over `--num_seeds` seeds for exactly `step_hint` steps. With `--keep_seeds`,
+   full-length seed runs of the same point already in the evidence file are kept, not rerun.
 3. Validation (test) target = over seeds, the `--rule` of the best validation (test) values:
    `median` (AlgoPerf's rule) or `worst` (the least good seed's best, so every seed reaches it),
    rounded to two significant digits towards the easier side.
@@ -50,11 +53,13 @@ def _round_easier(value: float, direction: str) -> float:
     return round((math.ceil if direction == "min" else math.floor)(value / scale) * scale, 12)
 
 
-def _run(workload_name: str, data_dir: str, point: dict, seed: int) -> list[dict]:
-    """Eval rows of one baseline run of exactly step_hint steps, targets off."""
+def _run(workload_name: str, data_dir: str, point: dict, seed: int, fraction: float = 1.0) -> list[dict]:
+    """Eval rows of one baseline run of exactly `fraction` x step_hint steps (and a schedule over
+    that many), targets off."""
     workload = load_workload(workload_name, "pytorch", data_dir)
     never = math.inf if workload.metric_direction == "max" else -math.inf
     workload.validation_target_value = workload.test_target_value = never
+    workload.step_hint = max(1, round(fraction * workload.step_hint))
     with tempfile.TemporaryDirectory() as tmp:
         record = TrialRecord(Path(tmp))
         run_trial(workload, load_submission("nadamw", "pytorch"), point, seed, math.inf, record, _Quiet(),
@@ -68,6 +73,10 @@ def main() -> None:
     parser.add_argument("--data_dir", default=str(Path.home() / ".cache" / "timetrial" / "data"))
     parser.add_argument("--points", default="1,2,3,4,5", help="1-based search-space points to tune over")
     parser.add_argument("--num_seeds", type=int, default=3)
+    parser.add_argument("--tuning_fraction", type=float, default=0.25,
+                        help="tuning runs last this fraction of step_hint (their schedule too)")
+    parser.add_argument("--keep_seeds", action="store_true",
+                        help="keep full-length seed runs of the chosen point from the existing evidence file")
     parser.add_argument("--rule", choices=["median", "worst"], default="median")
     parser.add_argument("--from_evidence", action="store_true", help="recompute from docs/targets/<workload>.json")
     parser.add_argument("--seconds_per_step", type=float, default=None,
@@ -77,12 +86,16 @@ def main() -> None:
 
     out = REPO_ROOT / "docs" / "targets" / f"{args.workload}.json"
     workload = load_workload(args.workload, "pytorch", args.data_dir)
+    previous = json.loads(out.read_text()) if out.is_file() else None
+    if args.from_evidence or args.keep_seeds:
+        if previous is None:
+            sys.exit(f"error: no evidence file {out}")
     if args.from_evidence:
-        evidence = json.loads(out.read_text())
-        tuning, seeds = evidence["tuning"], evidence["seeds"]
+        tuning, seeds = previous["tuning"], previous["seeds"]
     else:
-        tuning, seeds = _train(workload, args)
+        tuning, seeds = _train(workload, args, previous if args.keep_seeds else None)
     proposal = {**_propose(workload, seeds, args.rule, args.seconds_per_step), "chosen_point": _chosen(workload, tuning),
+                "tuning_fraction": args.tuning_fraction if not args.from_evidence else previous.get("tuning_fraction"),
                 "tuning": tuning, "seeds": seeds}
     write_json(out, proposal)
     print(json.dumps({k: v for k, v in proposal.items() if k not in ("tuning", "seeds")}, indent=2))
@@ -94,7 +107,7 @@ def _chosen(workload, tuning: dict) -> int:
     return int(best(tuning, key=lambda i: tuning[i]["final_validation"]))
 
 
-def _train(workload, args) -> tuple[dict, dict]:
+def _train(workload, args, previous: dict | None) -> tuple[dict, dict]:
     """Steps 1 and 2: brief tuning over the listed points, then the chosen point over seeds."""
     metric = workload.target_metric_name
     best = min if workload.metric_direction == "min" else max
@@ -102,15 +115,23 @@ def _train(workload, args) -> tuple[dict, dict]:
     tuning = {}
     for index in (int(i) for i in args.points.split(",")):
         print(f"tuning point {index}", file=sys.stderr)
-        rows = _run(args.workload, args.data_dir, space[index - 1], seed=0)
-        tuning[index] = {"point": space[index - 1], "final_validation": rows[-1][f"validation/{metric}"], "evals": rows}
+        rows = _run(args.workload, args.data_dir, space[index - 1], seed=0, fraction=args.tuning_fraction)
+        tuning[str(index)] = {"point": space[index - 1], "final_validation": rows[-1][f"validation/{metric}"],
+                              "evals": rows}
     chosen = _chosen(workload, tuning)
+    kept = {}
+    if previous is not None and previous["chosen_point"] == chosen and previous["step_hint"] == workload.step_hint:
+        kept = previous["seeds"]
     seeds = {}
     for seed in range(args.num_seeds):
+        if str(seed) in kept:
+            print(f"point {chosen}, seed {seed}: kept from {args.workload}.json", file=sys.stderr)
+            seeds[str(seed)] = kept[str(seed)]
+            continue
         print(f"point {chosen}, seed {seed}", file=sys.stderr)
-        rows = tuning[chosen]["evals"] if seed == 0 else _run(args.workload, args.data_dir, space[chosen - 1], seed)
-        seeds[seed] = {"best_validation": best(r[f"validation/{metric}"] for r in rows),
-                       "best_test": best(r[f"test/{metric}"] for r in rows), "evals": rows}
+        rows = _run(args.workload, args.data_dir, space[chosen - 1], seed)
+        seeds[str(seed)] = {"best_validation": best(r[f"validation/{metric}"] for r in rows),
+                            "best_test": best(r[f"test/{metric}"] for r in rows), "evals": rows}
     return tuning, seeds
 
 
