@@ -10,7 +10,7 @@
    full-length seed runs of the same point already in the evidence file are kept, not rerun.
 3. Validation (test) target = over seeds, the `--rule` of the best validation (test) values:
    `median` (AlgoPerf's rule) or `worst` (the least good seed's best, so every seed reaches it),
-   rounded to two significant digits towards the easier side.
+   rounded to three significant digits towards the easier side.
 4. Budget = 1.5 x (the latest step at which a seed first met the validation target) x (the
    fastest run's timed seconds per step, the run least slowed by other load on the machine), so
    the baseline reaches the target within about two thirds of the budget; rounded up to 10 s.
@@ -48,8 +48,8 @@ class _Quiet:
 
 
 def _round_easier(value: float, direction: str) -> float:
-    """Round to two significant digits, up for lower-is-better metrics and down otherwise."""
-    scale = 10 ** (math.floor(math.log10(abs(value))) - 1)
+    """Round to three significant digits, up for lower-is-better metrics and down otherwise."""
+    scale = 10 ** (math.floor(math.log10(abs(value))) - 2)
     return round((math.ceil if direction == "min" else math.floor)(value / scale) * scale, 12)
 
 
