@@ -6,8 +6,7 @@
    five-point space by default), with the targets switched off, on a schedule shortened to
    `--tuning_fraction` x `step_hint` steps (the step hint the schedule decays over is shortened
    with it); keep the point with the best final validation value.
-2. Rerun that point over `--num_seeds` seeds for exactly `step_hint` steps. With `--keep_seeds`,
-   full-length seed runs of the same point already in the evidence file are kept, not rerun.
+2. Rerun that point over `--num_seeds` seeds for exactly `step_hint` steps.
 3. Validation (test) target = over seeds, the `--rule` of the best validation (test) values:
    `median` (AlgoPerf's rule) or `worst` (the least good seed's best, so every seed reaches it),
    rounded to three significant digits towards the easier side.
@@ -16,8 +15,9 @@
    the baseline reaches the target within about two thirds of the budget; rounded up to 10 s.
    `--seconds_per_step` replaces the second factor by a figure measured on a quiet machine.
 
-The per-run evaluation rows and the proposed numbers go to `docs/targets/<workload>.json`;
-`--from_evidence` recomputes the numbers from that file without training again.
+The per-run evaluation rows and the proposed numbers go to `docs/targets/<workload>.json`, rewritten
+after every run; `--resume` keeps the runs already there (same data hash, step_hint, batch size and
+tuning fraction) and does the rest; `--from_evidence` recomputes the numbers without training.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--num_seeds", type=int, default=3)
     parser.add_argument("--tuning_fraction", type=float, default=0.25,
                         help="tuning runs last this fraction of step_hint (their schedule too)")
-    parser.add_argument("--keep_seeds", action="store_true",
-                        help="keep full-length seed runs of the chosen point from the existing evidence file")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the evidence file that match this calibration")
     parser.add_argument("--rule", choices=["median", "worst"], default="median")
     parser.add_argument("--from_evidence", action="store_true", help="recompute from docs/targets/<workload>.json")
     parser.add_argument("--seconds_per_step", type=float, default=None,
@@ -87,16 +87,13 @@ def main() -> None:
     out = REPO_ROOT / "docs" / "targets" / f"{args.workload}.json"
     workload = load_workload(args.workload, "pytorch", args.data_dir)
     previous = json.loads(out.read_text()) if out.is_file() else None
-    if args.from_evidence or args.keep_seeds:
-        if previous is None:
-            sys.exit(f"error: no evidence file {out}")
+    if (args.from_evidence or args.resume) and previous is None:
+        sys.exit(f"error: no evidence file {out}")
     if args.from_evidence:
-        tuning, seeds = previous["tuning"], previous["seeds"]
+        evidence = previous
     else:
-        tuning, seeds = _train(workload, args, previous if args.keep_seeds else None)
-    proposal = {**_propose(workload, seeds, args.rule, args.seconds_per_step), "chosen_point": _chosen(workload, tuning),
-                "tuning_fraction": args.tuning_fraction if not args.from_evidence else previous.get("tuning_fraction"),
-                "tuning": tuning, "seeds": seeds}
+        evidence = _train(workload, args, previous if args.resume else None, out)
+    proposal = {**evidence, **_propose(workload, evidence["seeds"], args.rule, args.seconds_per_step)}
     write_json(out, proposal)
     print(json.dumps({k: v for k, v in proposal.items() if k not in ("tuning", "seeds")}, indent=2))
     print(f"evidence written to {out}")
@@ -107,32 +104,47 @@ def _chosen(workload, tuning: dict) -> int:
     return int(best(tuning, key=lambda i: tuning[i]["final_validation"]))
 
 
-def _train(workload, args, previous: dict | None) -> tuple[dict, dict]:
-    """Steps 1 and 2: brief tuning over the listed points, then the chosen point over seeds."""
+def _setting(workload, args) -> dict:
+    """What runs must share to be kept by --resume: the data and the baseline's schedule and batch."""
+    workload.load_splits()
+    return {"data_hash": workload.data_hash(), "step_hint": workload.step_hint,
+            "batch_size": workload.reference_batch_size, "tuning_fraction": args.tuning_fraction}
+
+
+def _train(workload, args, previous: dict | None, out: Path) -> dict:
+    """Steps 1 and 2: brief tuning over the listed points, then the chosen point over seeds. The
+    evidence file is rewritten after every run (`complete: false` until the last), so an interrupted
+    calibration goes on with --resume."""
     metric = workload.target_metric_name
     best = min if workload.metric_direction == "min" else max
     space = search_space.load(REPO_ROOT / "submissions" / "nadamw" / "search_space.json")
-    tuning = {}
+    setting = _setting(workload, args)
+    reusable = previous is not None and all(previous.get(k) == v for k, v in setting.items())
+    evidence = {"workload": workload.name, **setting, "complete": False,
+                "tuning": dict(previous["tuning"]) if reusable else {}, "seeds": {}}
     for index in (int(i) for i in args.points.split(",")):
+        if str(index) in evidence["tuning"]:
+            print(f"tuning point {index}: kept from {out.name}", file=sys.stderr)
+            continue
         print(f"tuning point {index}", file=sys.stderr)
         rows = _run(args.workload, args.data_dir, space[index - 1], seed=0, fraction=args.tuning_fraction)
-        tuning[str(index)] = {"point": space[index - 1], "final_validation": rows[-1][f"validation/{metric}"],
-                              "evals": rows}
-    chosen = _chosen(workload, tuning)
-    kept = {}
-    if previous is not None and previous["chosen_point"] == chosen and previous["step_hint"] == workload.step_hint:
-        kept = previous["seeds"]
-    seeds = {}
+        evidence["tuning"][str(index)] = {"point": space[index - 1], "final_validation": rows[-1][f"validation/{metric}"],
+                                          "evals": rows}
+        write_json(out, evidence)
+    chosen = evidence["chosen_point"] = _chosen(workload, evidence["tuning"])
+    kept = previous["seeds"] if reusable and previous.get("chosen_point") == chosen else {}
     for seed in range(args.num_seeds):
         if str(seed) in kept:
-            print(f"point {chosen}, seed {seed}: kept from {args.workload}.json", file=sys.stderr)
-            seeds[str(seed)] = kept[str(seed)]
+            print(f"point {chosen}, seed {seed}: kept from {out.name}", file=sys.stderr)
+            evidence["seeds"][str(seed)] = kept[str(seed)]
             continue
         print(f"point {chosen}, seed {seed}", file=sys.stderr)
         rows = _run(args.workload, args.data_dir, space[chosen - 1], seed)
-        seeds[str(seed)] = {"best_validation": best(r[f"validation/{metric}"] for r in rows),
-                            "best_test": best(r[f"test/{metric}"] for r in rows), "evals": rows}
-    return tuning, seeds
+        evidence["seeds"][str(seed)] = {"best_validation": best(r[f"validation/{metric}"] for r in rows),
+                                        "best_test": best(r[f"test/{metric}"] for r in rows), "evals": rows}
+        write_json(out, evidence)
+    evidence["complete"] = True
+    return evidence
 
 
 def _propose(workload, seeds: dict, rule: str, seconds_per_step: float | None) -> dict:

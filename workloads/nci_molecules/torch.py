@@ -1,0 +1,231 @@
+"""A graph network (Battaglia et al., 2018, arXiv:1806.01261, Algorithm 1) shaped like AlgoPerf's
+ogbg model (mlcommons/algorithmic-efficiency, `workloads/ogbg/ogbg_pytorch/models.py`, ported from
+init2winit's GNN), scaled down and in plain torch:
+
+- atom and bond embeddings: one embedding row per value of each OGB categorical feature, summed
+  over the features (OGB's AtomEncoder/BondEncoder; AlgoPerf feeds the raw features to a Linear);
+- globals start as zeros of width `num_tasks`, as in AlgoPerf;
+- each message-passing step updates edges from [edge, sender, receiver, global], nodes from
+  [node, sum of sent edges, sum of received edges, global], and globals from [sum of nodes, sum
+  of edges, global], each with an MLP of Linear -> LayerNorm -> ReLU -> Dropout; no weight sharing;
+- the logits are a Linear map of the final globals.
+
+Batches hold whole graphs: `inputs` is a `Graphs` tuple (AlgoPerf's jraph GraphsTuple, with the
+node-to-graph and edge-to-graph indices precomputed), `targets` a (graphs, tasks) float array.
+
+    python submit.py --workload nci_molecules --submission nadamw
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness import spec
+from harness.torch_workload import TorchWorkload
+from workloads.nci_molecules.workload import NciMoleculesWorkload, mean_average_precision
+
+# OGB's feature vocabularies (ogb.utils.features.get_atom_feature_dims / get_bond_feature_dims).
+ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
+BOND_FEATURE_DIMS = (5, 6, 2)
+# AlgoPerf ogbg: latent_dim = hidden_dims = 256, 5 message-passing steps, dropout 0.1; scaled down.
+LATENT_DIM, NUM_MESSAGE_PASSING_STEPS, DROPOUT_RATE = 128, 3, 0.1
+
+
+class Graphs(NamedTuple):
+    """A batch of graphs, concatenated: node i belongs to graph node_graph[i], edge e to edge_graph[e]."""
+
+    nodes: torch.Tensor  # (nodes, 9) int64 OGB atom features
+    edges: torch.Tensor  # (edges, 3) int64 OGB bond features
+    senders: torch.Tensor  # (edges,) int64 node index in the batch
+    receivers: torch.Tensor  # (edges,) int64
+    node_graph: torch.Tensor  # (nodes,) int64
+    edge_graph: torch.Tensor  # (edges,) int64
+    num_graphs: int
+
+
+def graph_batch(split: dict[str, torch.Tensor], index: torch.Tensor, device: torch.device) -> dict:
+    """The graphs `index` of a split (CPU tensors of `read_splits`) as one batch on `device`."""
+    node_offsets, edge_offsets = split["node_offsets"], split["edge_offsets"]
+    n_nodes = node_offsets[index + 1] - node_offsets[index]
+    n_edges = edge_offsets[index + 1] - edge_offsets[index]
+    node_rows = _ranges(node_offsets[index], n_nodes)
+    edge_rows = _ranges(edge_offsets[index], n_edges)
+    graph_ids = torch.arange(len(index))
+    batch_node_start = torch.cumsum(n_nodes, 0) - n_nodes
+    edge_index = split["edge_index"][:, edge_rows] + torch.repeat_interleave(batch_node_start, n_edges)
+    graphs = Graphs(
+        nodes=split["node_feat"][node_rows].to(device, torch.int64),
+        edges=split["edge_feat"][edge_rows].to(device, torch.int64),
+        senders=edge_index[0].to(device),
+        receivers=edge_index[1].to(device),
+        node_graph=torch.repeat_interleave(graph_ids, n_nodes).to(device),
+        edge_graph=torch.repeat_interleave(graph_ids, n_edges).to(device),
+        num_graphs=len(index),
+    )
+    return {"inputs": graphs, "targets": split["targets"][index].to(device)}
+
+
+def _ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Concatenation of arange(s, s + l) over (s, l)."""
+    first = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    return torch.repeat_interleave(starts, lengths) + torch.arange(int(lengths.sum())) - first
+
+
+def lecun_normal_(layer: nn.Linear) -> None:
+    """AlgoPerf's `init_utils.pytorch_default_init`: truncated-normal LeCun weights, zero bias."""
+    std = math.sqrt(1.0 / layer.in_features) / 0.87962566103423978  # std of N(0,1) truncated at +-2
+    nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(layer.bias)
+
+
+def mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+    """AlgoPerf ogbg's `_make_mlp` with one hidden size: Linear, LayerNorm(eps 1e-6), ReLU, Dropout."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim, eps=1e-6), nn.ReLU(),
+                         nn.Dropout(DROPOUT_RATE))
+
+
+class FeatureEmbedding(nn.Module):
+    """Sum over categorical features of a learned row per (feature, value), from one table."""
+
+    def __init__(self, vocabulary_sizes: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        self.register_buffer("offsets", torch.tensor((0, *np.cumsum(vocabulary_sizes)[:-1])), persistent=False)
+        self.table = nn.Embedding(sum(vocabulary_sizes), dim)
+        nn.init.xavier_uniform_(self.table.weight)  # as OGB's AtomEncoder
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.table(features + self.offsets).sum(dim=1)
+
+
+def _sum_by(index: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    return values.new_zeros(size, values.shape[1]).index_add_(0, index, values)
+
+
+class GraphNetwork(nn.Module):
+    """One message-passing step: edge, node and global updates with sum aggregation."""
+
+    def __init__(self, node_dim: int, edge_dim: int, global_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.edge_mlp = mlp(edge_dim + 2 * node_dim + global_dim, out_dim)
+        self.node_mlp = mlp(node_dim + 2 * out_dim + global_dim, out_dim)
+        self.global_mlp = mlp(2 * out_dim + global_dim, out_dim)
+
+    def forward(self, graphs: Graphs, nodes, edges, globals_):
+        edges = self.edge_mlp(torch.cat(
+            [edges, nodes[graphs.senders], nodes[graphs.receivers], globals_[graphs.edge_graph]], dim=1))
+        n = len(nodes)
+        nodes = self.node_mlp(torch.cat(
+            [nodes, _sum_by(graphs.senders, edges, n), _sum_by(graphs.receivers, edges, n),
+             globals_[graphs.node_graph]], dim=1))
+        globals_ = self.global_mlp(torch.cat(
+            [_sum_by(graphs.node_graph, nodes, graphs.num_graphs), _sum_by(graphs.edge_graph, edges, graphs.num_graphs),
+             globals_], dim=1))
+        return nodes, edges, globals_
+
+
+class GNN(nn.Module):
+    def __init__(self, num_tasks: int, latent_dim: int = LATENT_DIM, steps: int = NUM_MESSAGE_PASSING_STEPS) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        self.atom_embedding = FeatureEmbedding(ATOM_FEATURE_DIMS, latent_dim)
+        self.bond_embedding = FeatureEmbedding(BOND_FEATURE_DIMS, latent_dim)
+        self.steps = nn.ModuleList(
+            GraphNetwork(latent_dim, latent_dim, num_tasks if i == 0 else latent_dim, latent_dim) for i in range(steps)
+        )
+        self.head = nn.Linear(latent_dim, num_tasks)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                lecun_normal_(module)
+
+    def forward(self, graphs: Graphs) -> torch.Tensor:
+        nodes, edges = self.atom_embedding(graphs.nodes), self.bond_embedding(graphs.edges)
+        globals_ = nodes.new_zeros(graphs.num_graphs, self.num_tasks)
+        for step in self.steps:
+            nodes, edges, globals_ = step(graphs, nodes, edges, globals_)
+        return self.head(globals_)
+
+
+class Workload(NciMoleculesWorkload, TorchWorkload):
+    def __init__(self, data_dir) -> None:
+        super().__init__(data_dir)
+        self._cpu_splits: dict[str, dict[str, torch.Tensor]] | None = None
+
+    @property
+    def cpu_splits(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The splits as CPU tensors; batches are assembled on the CPU, then moved to the device."""
+        if self._cpu_splits is None:
+            self._cpu_splits = {
+                split: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+                for split, arrays in self.load_splits().items()
+            }
+        return self._cpu_splits
+
+    def build_model(self) -> nn.Module:
+        return GNN(num_tasks=self.cpu_splits["train"]["targets"].shape[1])
+
+    def _build_input_queue(
+        self, data_rng: spec.RandomState, split: str, data_dir: str, global_batch_size: int
+    ) -> Iterator[dict]:
+        """Endless epochs of a seeded permutation of the split's graphs, `global_batch_size` whole
+        graphs a batch; the last incomplete batch of an epoch is dropped."""
+        del data_dir
+        graphs = self.cpu_splits[split]
+        n = len(graphs["targets"])
+        if global_batch_size > n:
+            raise ValueError(f"batch size {global_batch_size} exceeds the {n} graphs of split {split!r}")
+        generator = torch.Generator().manual_seed(int(data_rng))
+
+        def batches() -> Iterator[dict]:
+            while True:
+                order = torch.randperm(n, generator=generator)
+                for start in range(0, n - global_batch_size + 1, global_batch_size):
+                    yield graph_batch(graphs, order[start : start + global_batch_size], self.device)
+
+        return batches()
+
+    def eval_sums(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        targets = batch["targets"]
+        return {
+            "loss": self.loss_fn(targets, logits)["summed"],
+            "correct": ((logits > 0) == (targets > 0.5)).sum(),
+            "count": torch.tensor(float(targets.numel())),
+        }
+
+    @torch.no_grad()
+    def _eval_model_on_split(
+        self,
+        split: str,
+        num_examples: int,
+        global_batch_size: int,
+        params: nn.Module,
+        model_state: None,
+        rng: spec.RandomState,
+        data_dir: str,
+        global_step: int = 0,
+    ) -> dict[str, float]:
+        """Loss and accuracy summed over batches of the split's first `num_examples` graphs; mean
+        average precision over their logits and labels collected whole."""
+        del data_dir, global_step
+        graphs = self.cpu_splits["train" if split == "eval_train" else split]
+        num_examples = min(num_examples, len(graphs["targets"]))
+        sums: dict[str, float] = {}
+        logits_seen, labels_seen = [], []
+        for start in range(0, num_examples, global_batch_size):
+            index = torch.arange(start, min(start + global_batch_size, num_examples))
+            batch = graph_batch(graphs, index, self.device)
+            logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL, rng,
+                                      update_batch_norm=False)
+            for key, value in self.eval_sums(logits, batch).items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            logits_seen.append(logits.float().cpu())
+            labels_seen.append(batch["targets"].cpu())
+        metrics = self.metrics_from_sums(sums)
+        metrics["mean_average_precision"] = mean_average_precision(
+            torch.cat(labels_seen).numpy(), torch.cat(logits_seen).numpy()
+        )
+        return metrics
