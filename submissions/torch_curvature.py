@@ -66,7 +66,11 @@ def sampled_labels(workload: spec.Workload, logits: torch.Tensor) -> torch.Tenso
 
     softmax cross-entropy: ŷ ~ Categorical(softmax(z)); sigmoid cross-entropy: ŷ ~ Bernoulli(σ(z)) per
     label; mean absolute error (the Laplace log-likelihood with scale 1): ŷ = z + Laplace(0, 1) noise.
+    A workload whose outputs or labels have a form of their own (CTC: per-frame softmax paths,
+    collapsed) samples them itself through `workload.sample_labels(logits)`.
     """
+    if hasattr(workload, "sample_labels"):
+        return workload.sample_labels(logits)
     logits = logits.detach()
     if workload.loss_type == spec.LossType.SOFTMAX_CROSS_ENTROPY:
         return torch.distributions.Categorical(logits=logits).sample()
@@ -135,11 +139,13 @@ def sophia_optimizer_state(workload: spec.Workload, model: torch.nn.Module, hp, 
 def spatially_averaged(values: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """AdaHessian's spatial averaging (Yao et al., 2021; official `get_trace`): |v| for tensors of up to two
     dimensions; for convolution kernels (out, in, k_h, k_w), |v| averaged over the k_h x k_w
-    positions, broadcast back over them."""
+    positions, broadcast back over them; likewise over the k positions of 1-D kernels (out, in, k)."""
     averaged = []
     for v in values:
         if v.dim() <= 2:
             averaged.append(v.abs())
+        elif v.dim() == 3:
+            averaged.append(v.abs().mean(dim=2, keepdim=True).expand_as(v))
         elif v.dim() == 4:
             averaged.append(v.abs().mean(dim=(2, 3), keepdim=True).expand_as(v))
         else:

@@ -44,3 +44,8 @@ def test_absolute_error_labels_are_laplace_around_the_output():
 def test_losses_without_a_sampler_name_the_alternative():
     with pytest.raises(ValueError, match="sophia_h"):
         sampled_labels(_workload(spec.LossType.MEAN_SQUARED_ERROR), torch.zeros(3))
+
+
+def test_a_workload_with_its_own_label_format_samples_them_itself():
+    workload = SimpleNamespace(name="ctc", loss_type=spec.LossType.CTC_LOSS, sample_labels=lambda logits: logits[0] + 1)
+    assert sampled_labels(workload, (torch.tensor([1, 2]), None)).tolist() == [2, 3]
