@@ -14,10 +14,11 @@ from workloads.fashion_mnist.workload import FashionMnistWorkload
 class FashionMnistVitWorkload(FashionMnistWorkload):
     name = "fashion_mnist_vit"
     suite = "mini"
-    # From scripts/set_targets.py --rule worst on a 2-core CPU: docs/targets/fashion_mnist_vit.json, docs/targets.md.
-    validation_target_value = 0.12
-    test_target_value = 0.12
-    max_allowed_runtime_sec = 140.0
+    # From scripts/set_targets.py (median rule; search-space point 1 only) on a 2-core CPU:
+    # docs/targets/fashion_mnist_vit.json, docs/targets.md.
+    validation_target_value = 0.110
+    test_target_value = 0.120
+    max_allowed_runtime_sec = 180.0
     eval_period_time_sec = 10.0  # an evaluation takes about 1.8 s on a 2-core CPU
     step_hint = 3200  # about 2 minutes of NAdamW steps (36 ms each) on a 2-core CPU (docs/targets.md)
     reference_batch_size = 128

@@ -48,10 +48,11 @@ class KjvLmWorkload(spec.Workload):
     suite = "mini"
     target_metric_name = "ppl"
     metric_direction = "min"
-    # From scripts/set_targets.py --rule worst on a 2-core CPU: docs/targets/kjv_lm.json, docs/targets.md.
-    validation_target_value = 6.7
-    test_target_value = 6.7
-    max_allowed_runtime_sec = 180.0
+    # From scripts/set_targets.py (median rule; search-space point 1 only) on a 2-core CPU:
+    # docs/targets/kjv_lm.json, docs/targets.md.
+    validation_target_value = 6.66
+    test_target_value = 6.67
+    max_allowed_runtime_sec = 190.0
     eval_period_time_sec = 15.0  # an evaluation takes about 3.5 s on a 2-core CPU
     step_hint = 1200  # about 2 minutes of NAdamW steps on a 2-core CPU (docs/targets.md)
     loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
