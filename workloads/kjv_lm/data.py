@@ -43,18 +43,21 @@ def parse_imp(text: str, source: str = "imp text") -> list[tuple[str, int, int, 
     return verses
 
 
-def export_text(data_dir: Path) -> tuple[str, Path]:
-    """The module's imp export: a local copy in `data_dir/kjv_lm`, else made with mod2imp and kept there."""
-    local = data_dir / "kjv_lm" / EXPORT_NAME
+def export_text(
+    data_dir: Path, module: str = MODULE, folder: str = "kjv_lm", package: str = "sword-text-kjv"
+) -> tuple[str, Path]:
+    """A SWORD module's imp export: a local copy `data_dir/<folder>/<module>.imp`, else made with mod2imp
+    and kept there. `package` is the Debian package that ships the module (named in the error)."""
+    local = data_dir / folder / f"{module}.imp"
     if local.is_file():
         return local.read_text(encoding="utf-8"), local
     mod2imp = shutil.which("mod2imp")
-    result = subprocess.run([mod2imp, MODULE, "-s"], capture_output=True, text=True) if mod2imp else None
+    result = subprocess.run([mod2imp, module, "-s"], capture_output=True, text=True) if mod2imp else None
     if result is None or result.returncode != 0 or "$$$" not in result.stdout:
-        why = "mod2imp is not installed" if result is None else f"mod2imp {MODULE} printed no entries"
+        why = "mod2imp is not installed" if result is None else f"mod2imp {module} printed no entries"
         raise DataMissingError(
-            f"KJV text not found: {local} does not exist and {why}; install the Debian packages "
-            f"sword-text-kjv and libsword-utils, or save the output of `mod2imp {MODULE} -s` to {local}"
+            f"SWORD module {module} not found: {local} does not exist and {why}; install the Debian packages "
+            f"{package} and libsword-utils, or save the output of `mod2imp {module} -s` to {local}"
         )
     atomic_write_text(local, result.stdout)
     return result.stdout, local
