@@ -155,19 +155,21 @@ def prepare(trial: PlannedTrial) -> None:
 
 
 def describe(trial: PlannedTrial) -> str:
-    """One line: where the target was reached, or why not."""
+    """One line: where the target was reached, or why not; targets and budget as the trial recorded them."""
     experiment, workload = trial.experiment, trial.experiment.workload
-    summary = read_json(trial.dir / "summary.json")
+    summary, meta = read_json(trial.dir / "summary.json"), read_json(trial.dir / "meta.json")
+    target = meta.get("validation_target_value", workload.validation_target_value)
+    budget = meta.get("budget_sec", experiment.budget_sec)
     metric = f"validation {workload.target_metric_name}"
     best = summary.get("best_validation")
     best_text = f"best {metric} {best:.4f}" if best is not None else "no evaluation"
     status = summary.get("status")
     if summary.get("time_to_target") is not None:
-        line = (f"target reached ({metric} {workload.validation_target_value:g}) at "
+        line = (f"target reached ({metric} {target:g}) at "
                 f"{summary['time_to_target']:.1f} timed seconds / step {summary['steps_to_target']}")
     else:
         line = {
-            "budget": f"target not reached within the {experiment.budget_sec:g} s budget ({best_text})",
+            "budget": f"target not reached within the {budget:g} s budget ({best_text})",
             "diverged": f"diverged: {summary.get('stop_reason')}",
             "stopped": f"target not reached before {summary.get('stop_reason')} at step "
                        f"{summary.get('global_step')} ({best_text})",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from support import TOY_WORKLOAD, run_submit
+from harness.discovery import available_workloads
 
 SHORT_FORM = '''
 import torch
@@ -75,6 +76,18 @@ def test_rerunning_skips_finished_trials_and_changing_them_is_refused(toy_args, 
     assert overwritten.returncode == 0 and "removed existing records" in overwritten.stderr
 
 
+def test_a_skipped_trial_is_described_with_the_target_it_recorded(toy_args, tmp_path):
+    assert run_submit(*toy_args, "--max_global_steps", "5").returncode == 0
+    trial = next((tmp_path / "runs").rglob("summary.json")).parent
+    meta, summary = (json.loads((trial / name).read_text()) for name in ("meta.json", "summary.json"))
+    meta["validation_target_value"] = 0.123  # as if the workload's target changed since the run
+    summary.update(status="reached", time_to_target=1.5, steps_to_target=4)
+    (trial / "meta.json").write_text(json.dumps(meta))
+    (trial / "summary.json").write_text(json.dumps(summary))
+    again = run_submit(*toy_args, "--max_global_steps", "5")
+    assert "target reached (validation error_rate 0.123) at 1.5 timed seconds / step 4 (recorded earlier; skipped)" in again.stdout
+
+
 @pytest.mark.parametrize(
     "replace, content, message",
     [
@@ -129,7 +142,7 @@ def test_a_failing_submission_is_recorded_as_failed_with_its_error(toy_args, tmp
     assert summary["status"] == "failed" and "RuntimeError: boom" in summary["error"]
 
 
-@pytest.mark.parametrize("workload", ["fashion_mnist", "fashion_mnist_vit", "kjv_lm"])
+@pytest.mark.parametrize("workload", available_workloads("pytorch", suite="mini"))
 def test_each_mini_workload_runs_end_to_end_on_real_data(workload, tmp_path):
     result = run_submit("--workload", workload, "--submission", "nadamw", "--max_global_steps", "3",
                         "--experiment_dir", str(tmp_path), "--experiment_name", "e2e")
