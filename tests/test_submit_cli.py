@@ -153,7 +153,7 @@ def test_each_mini_workload_runs_end_to_end_on_real_data(workload, tmp_path):
     assert [r["global_step"] for r in rows] == [1, 3]
     meta = json.loads((trial / "meta.json").read_text())
     metric = meta["target_metric_name"]
-    assert all(0 < r[f"validation/{metric}"] < float("inf") for r in rows)
+    assert all(0 <= r[f"validation/{metric}"] < float("inf") for r in rows)  # BLEU is 0 before training
     summary = json.loads((trial / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["global_step"] == 3
     assert "step 3" in result.stdout
