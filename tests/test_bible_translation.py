@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.bible_translation import data
 from workloads.bible_translation.torch import Transformer
@@ -21,7 +22,6 @@ from workloads.bible_translation.workload import bleu_from_statistics, bleu_stat
 from workloads.kjv_lm import data as kjv
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 EN, ES = data.MODULES["en"][0], data.MODULES["es"][0]
 WORDS_EN = "and the LORD spake unto Moses saying speak unto the children of Israel".split()
 WORDS_ES = "y habló Jehová á Moisés diciendo habla á los hijos de Israel".split()
@@ -232,23 +232,9 @@ def test_nadamw_steps_on_real_data_lower_the_loss_and_evaluation_is_finite():
     assert len(splits["train"]["targets"]) == workload.num_train_examples
     assert len(splits["validation"]["targets"]) >= workload.num_validation_examples
     assert len(splits["test"]["targets"]) >= workload.num_test_examples
-    submission = load_submission("nadamw", "pytorch")
-    hyperparameters = spec.make_hyperparameters(
-        search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0])
-    model, model_state = workload.init_model_fn(0)
     batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 16))  # the same batch every step
-
-    def loss() -> float:
-        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        return float(workload.loss_fn(batch["targets"], logits, batch["weights"])["summed"] / batch["weights"].sum())
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(10):
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    assert loss() < 0.8 * before
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 10)
+    assert after < 0.8 * before
     metrics = workload._eval_model_on_split("validation", 12, 8, model, model_state, 0, str(DATA_DIR))
     assert set(metrics) == {"loss", "accuracy", "bleu"} and all(math.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["bleu"] <= 100 and 0 <= metrics["accuracy"] <= 1

@@ -14,14 +14,14 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.espeak_speech import data
 from workloads.espeak_speech.torch import Workload, ctc_loss, ctc_nll, greedy_decode, sample_ctc_labels, word_errors
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")  # Debian pocketsphinx-testdata
 
 
@@ -317,25 +317,10 @@ def test_nadamw_lowers_the_ctc_loss_on_the_real_corpus_and_evaluates():
     splits = workload.load_splits()
     assert {s: len(v["targets"]) for s, v in splits.items()} == {"train": 3000, "validation": 300, "test": 300}
     workload.step_hint = 40  # a short schedule: warmup is over after 4 steps
-    submission = load_submission("nadamw", "pytorch")
-    point = search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0]
-    hyperparameters = spec.make_hyperparameters(point)
-    model, model_state = workload.init_model_fn(0)
     batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 8))  # the same batch every step
-
-    def loss() -> float:
-        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        assert logits[0].shape[1] == (int(batch["input_lengths"].max()) + 3) // 4
-        out = workload.loss_fn(batch["targets"], logits)
-        return float(out["summed"] / out["n_valid_examples"])
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(10):
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    after = loss()
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 10)
+    logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
+    assert logits[0].shape[1] == (int(batch["input_lengths"].max()) + 3) // 4
     assert after < 0.8 * before, (before, after)
     workload.num_eval_train_examples = workload.num_validation_examples = workload.num_test_examples = 12
     metrics = workload.eval_model(5, model, model_state, 0, str(DATA_DIR), None, 10)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from workloads.fashion_mnist.torch import Workload as ResNetWorkload
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 T = spec.ParameterType
 
 
@@ -51,22 +51,6 @@ def test_shares_the_resnet_workloads_data_and_splits():
 def test_a_few_nadamw_steps_on_real_data_lower_the_loss():
     workload = load_workload("fashion_mnist_vit", "pytorch", DATA_DIR)
     workload.step_hint = 40  # a short schedule: warmup is over after 4 steps
-    submission = load_submission("nadamw", "pytorch")
-    point = search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0]
-    hyperparameters = spec.make_hyperparameters(point)
-    model, model_state = workload.init_model_fn(0)
-    queue = workload._build_input_queue(0, "train", str(DATA_DIR), 128)
-    batch = next(queue)  # the same batch every step: its loss must fall
-
-    def loss() -> float:
-        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        return float(workload.loss_fn(batch["targets"], logits)["summed"]) / len(batch["targets"])
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(20):
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    after = loss()
+    batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 128))  # the same batch every step: its loss must fall
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 20)
     assert after < 0.8 * before, (before, after)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.mri_reconstruction import data
 from workloads.mri_reconstruction.torch import UNet, ssim
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 SIZE = data.IMAGE_SIZE
 
 
@@ -220,23 +220,8 @@ def test_real_data_prepares_and_a_few_nadamw_steps_lower_the_loss():
     assert counts == {"train": workload.num_train_examples, "validation": workload.num_validation_examples,
                       "test": workload.num_test_examples}
     workload.step_hint = 20  # a short schedule: warmup is over after 2 steps
-    submission = load_submission("nadamw", "pytorch")
-    point = search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0]
-    hyperparameters = spec.make_hyperparameters(point)
-    model, model_state = workload.init_model_fn(0)
     batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 2))  # the same batch every step
-
-    def loss() -> float:
-        outputs, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        return float(workload.loss_fn(batch["targets"], outputs)["summed"]) / len(batch["targets"])
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(6):
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    after = loss()
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 6)
     assert after < 0.8 * before, (before, after)
     workload.num_eval_train_examples = workload.num_validation_examples = workload.num_test_examples = 8
     metrics = workload.eval_model(8, model, model_state, 0, str(DATA_DIR), None, 6)

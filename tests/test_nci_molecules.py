@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from harness import search_space, spec
-from harness.discovery import load_submission, load_workload
+from support import nadamw_on_one_batch
+from harness import spec
+from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.nci_molecules import data
 from workloads.nci_molecules.workload import mean_average_precision
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
-REPO = Path(__file__).resolve().parent.parent
 
 # Ten molecules that RDKit parses, with a comment, a blank line and one SMILES it rejects (line 6).
 TINY_SMI = """# tiny NCI-style file: SMILES<TAB>id
@@ -274,24 +274,8 @@ def test_eval_honours_the_example_count_and_does_not_depend_on_the_batch_size():
 def test_a_few_nadamw_steps_on_real_data_lower_the_loss_and_evaluate_finitely():
     workload = load_workload("nci_molecules", "pytorch", DATA_DIR)
     workload.step_hint = 40  # a short schedule: warmup is over after 4 steps
-    submission = load_submission("nadamw", "pytorch")
-    point = search_space.load(REPO / "submissions" / "nadamw" / "search_space.json")[0]
-    hyperparameters = spec.make_hyperparameters(point)
-    model, model_state = workload.init_model_fn(0)
-    batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 32))
-
-    def loss() -> float:
-        logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        result = workload.loss_fn(batch["targets"], logits)
-        return float(result["summed"]) / float(result["n_valid_examples"])
-
-    optimizer_state = submission.init_optimizer_state(workload, model, model_state, hyperparameters, 0)
-    before = loss()
-    for step in range(20):  # the same batch every step: its loss must fall
-        optimizer_state, model, model_state = submission.update_params(
-            workload, model, workload.model_params_types, model_state, hyperparameters, batch,
-            workload.loss_type, optimizer_state, [], step, 0)
-    after = loss()
+    batch = next(workload._build_input_queue(0, "train", str(DATA_DIR), 32))  # the same batch every step: its loss must fall
+    model, model_state, before, after = nadamw_on_one_batch(workload, batch, 20)
     assert after < 0.8 * before, (before, after)
     workload.num_eval_train_examples = workload.num_validation_examples = workload.num_test_examples = 64
     results = workload.eval_model(workload.eval_batch_size, model, model_state, 0, str(DATA_DIR), None, 20)
