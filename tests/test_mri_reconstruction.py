@@ -51,7 +51,7 @@ def tiny_sources(tmp_path, monkeypatch) -> dict[str, np.ndarray]:
     monkeypatch.setattr(data, "nibabel_data_dir", lambda: nib_dir)
     monkeypatch.setattr(data, "skimage_data_dir", lambda: png_dir)
     monkeypatch.setattr(data, "matplotlib_sample_dir", lambda: mpl_dir)
-    monkeypatch.setattr(data, "NIBABEL_VOLUMES", {"tiny.nii.gz": "train"})
+    monkeypatch.setattr(data, "NIBABEL_VOLUMES", {"tiny.nii.gz": ("train", data.AXIAL)})
     monkeypatch.setattr(data, "SKIMAGE_PHOTOS", {"tiny.png": "validation"})
     monkeypatch.setattr(data, "MATPLOTLIB_SLICES", {"tiny.ima.gz": "test"})
     return {"volume": volume, "photo": photo, "ima": ima}
@@ -137,6 +137,27 @@ def test_mask_samples_a_quarter_of_the_columns_and_the_whole_centre():
     same = data.sample_masks(3, 64, np.random.default_rng(7)), data.sample_masks(3, 64, np.random.default_rng(7))
     np.testing.assert_array_equal(*same)
     assert not np.array_equal(same[0][0], same[0][1])  # each example has its own mask
+
+
+def test_slices_across_each_axis_keep_native_resolution_on_a_dark_canvas():
+    rng = np.random.default_rng(1)
+    volume = rng.uniform(-3, 5, (10, 20, 30))
+    scaled = (volume - volume.min()) / (volume.max() - volume.min())
+    images = data.slices_to_images(volume, data.ALL_AXES)
+    assert images.shape == (10 + 20 + 30, SIZE, SIZE)
+    # Slice 4 across axis 1 is volume[:, 4, :].T (30 x 10), centred on a 64 x 64 zero canvas.
+    expected = np.zeros((SIZE, SIZE))
+    expected[17:47, 27:37] = scaled[:, 4, :].T
+    np.testing.assert_allclose(images[10 + 4], expected, atol=1e-12)
+    np.testing.assert_allclose(images[30 + 7, 22:42, 27:37], scaled[:, :, 7].T, atol=1e-12)
+    # A slice larger than the image is padded square and resized: 128 x 96 -> 128 x 128 -> 64 x 64.
+    bright = np.ones((96, 128, 1))
+    bright[0, 0, 0] = 0.0
+    large = data.slices_to_images(bright, data.AXIAL)
+    assert large.shape == (1, SIZE, SIZE)
+    # Rows run along the 128 side; the 96 columns sit between 16 padded ones each side (8 after halving).
+    assert large[0, 32, :7].max() == 0.0 and large[0, 32, -7:].max() == 0.0
+    np.testing.assert_allclose(large[0, :, 9:-9], 1.0, atol=1e-3)
 
 
 def test_dihedral_gives_the_eight_orientations_of_each_image():

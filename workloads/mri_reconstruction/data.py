@@ -4,21 +4,29 @@ Sources (all shipped inside installed wheels; each source goes whole into one sp
 or tile of a training volume or photo appears in validation or test):
 
 - real MR volumes from nibabel's test data (`nibabel/tests/data/`), read with nibabel; the first
-  3-D volume of each file, every axial slice (`volume[:, :, z].T`): `example4d.nii.gz` (EPI brain,
-  128x96x24), `anatomical.nii` (T1 brain, 33x41x25), `phantom_EPI_asc_CLEAR_2_1.PAR` (PAR/REC
-  phantom, 64x64x9);
+  3-D volume of each file: `scaled+tlrc.HEAD` (AFNI, EPI in Talairach space, 47x54x43),
+  `anatomical.nii` (T1 brain, 33x41x25), `example4d+orig.HEAD` (AFNI, EPI on anatomical.nii's
+  grid), `example4d.nii.gz` (EPI brain, 128x96x24), `phantom_EPI_asc_CLEAR_2_1.PAR` (PAR/REC
+  phantom, 64x64x9). Slices are taken across all three axes where the volume is thick enough,
+  otherwise axially only (`volume[:, :, z].T`);
 - matplotlib's sample MR slice `mpl-data/sample_data/s1045.ima.gz`: raw 256x256 uint16. Its
   values are below 256, so the high byte of every pixel is 0 and a big-endian read gives
   0..215; a little-endian read gives the same image times 256. We read big-endian;
 - grayscale photos bundled with scikit-image (`skimage/data/*.png`, only files in the wheel).
 
-Images: an MR volume is scaled to [0, 1] by its minimum and maximum; each slice is zero-padded
-to a square and resized to IMAGE_SIZE x IMAGE_SIZE. A photo is scaled to [0, 1] (uint8 / 255),
+Images: an MR volume is scaled to [0, 1] by its minimum and maximum; each slice is zero-padded,
+centred, to a square of side max(height, width, IMAGE_SIZE) and resized to IMAGE_SIZE x
+IMAGE_SIZE, so small slices keep their native resolution inside a dark background, as a scan's
+field of view does (upsampling them instead gives blurred images whose zero-filled
+reconstruction is already hard to beat). A photo is scaled to [0, 1] (uint8 / 255),
 halved by 2x2 block means, and cut into IMAGE_SIZE tiles with stride TILE_STRIDE (training
 photos: TRAIN_TILE_STRIDE). Every training image comes in its 8 orientations (rotations by
 multiples of 90 degrees, and their transposes), each with its own mask: more training examples,
 and structures that meet the column mask in both directions. Images whose zero-filled
 reconstruction is nearly constant (standard deviation below MIN_STD, e.g. black sky) are dropped.
+
+Validation holds MR slices only, so the target is an MR reconstruction quality; the photos
+(textures, scenes, text) add variety to training, and two of them go to test.
 
 k-space and model inputs follow AlgoPerf's fastmri input pipeline
 (mlcommons/algorithmic-efficiency, `algoperf/workloads/fastmri/input_pipeline.py`): centred
@@ -52,7 +60,7 @@ from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 
 NAME = "mri_reconstruction"
-FORMAT_VERSION = 1  # bump when the prepared arrays change, so old copies are rebuilt
+FORMAT_VERSION = 2  # bump when the prepared arrays change, so old copies are rebuilt
 SPLITS = ("train", "validation", "test")
 ARRAYS = ("inputs", "targets", "mean", "std", "volume_max", "masks", "source")
 IMAGE_SIZE = 64
@@ -64,12 +72,15 @@ ACCELERATION = 4  # AlgoPerf fastmri: accelerations = (4,)
 CLIP = 6.0  # AlgoPerf fastmri input_pipeline: tf.clip_by_value(norm_image, -6, 6)
 MASK_SEED = 0
 
-# Which source goes to which split. MR: nibabel test files, matplotlib's slice. Photos: one
-# texture, scenes and text for each split (brick/grass/gravel are the three textures).
-NIBABEL_VOLUMES = {
-    "example4d.nii.gz": "train",
-    "anatomical.nii": "validation",
-    "phantom_EPI_asc_CLEAR_2_1.PAR": "test",
+# Which source goes to which split: each whole into one. MR: nibabel test files, matplotlib's slice.
+AXIAL, ALL_AXES = (2,), (0, 1, 2)
+NIBABEL_VOLUMES = {  # name: (split, axes sliced across)
+    "scaled+tlrc.HEAD": ("train", ALL_AXES),  # EPI in Talairach space, 47x54x43
+    "anatomical.nii": ("validation", ALL_AXES),  # T1, 33x41x25
+    # Same 33x41x25 grid as anatomical.nii, so perhaps the same head: kept out of train.
+    "example4d+orig.HEAD": ("validation", ALL_AXES),
+    "example4d.nii.gz": ("test", AXIAL),  # EPI, 128x96x24: too few slices for the other axes
+    "phantom_EPI_asc_CLEAR_2_1.PAR": ("test", AXIAL),
 }
 MATPLOTLIB_SLICES = {"s1045.ima.gz": "test"}
 SKIMAGE_PHOTOS = {
@@ -78,9 +89,9 @@ SKIMAGE_PHOTOS = {
     "moon.png": "train",
     "cell.png": "train",
     "page.png": "train",
-    "grass.png": "validation",
-    "coins.png": "validation",
-    "gravel.png": "test",
+    "grass.png": "train",
+    "coins.png": "train",
+    "gravel.png": "train",
     "clock_motion.png": "test",
     "text.png": "test",
 }
@@ -174,14 +185,15 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
     return resize(image, (size, size), order=1, mode="edge", anti_aliasing=image.shape[0] > size)
 
 
-def slices_to_images(volume: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Axial slices (`volume[:, :, z].T`) scaled to [0, 1] by the volume's range, padded square, resized."""
+def slices_to_images(volume: np.ndarray, axes: tuple[int, ...] = AXIAL, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Every slice across each of `axes` (axial: `volume[:, :, z].T`), scaled to [0, 1] by the
+    volume's range, padded square, resized."""
     low, high = volume.min(), volume.max()
     volume = (volume - low) / (high - low) if high > low else np.zeros_like(volume)
     images = []
-    for z in range(volume.shape[2]):
-        image = volume[:, :, z].T
-        side = max(image.shape)
+    for axis, index in ((axis, index) for axis in axes for index in range(volume.shape[axis])):
+        image = np.take(volume, index, axis=axis).T
+        side = max(*image.shape, size)
         top, left = (side - image.shape[0]) // 2, (side - image.shape[1]) // 2
         square = np.zeros((side, side))
         square[top : top + image.shape[0], left : left + image.shape[1]] = image
@@ -271,9 +283,9 @@ Source = tuple[str, str, Callable[[], np.ndarray]]  # (name, split, loader of th
 def _sources() -> list[Source]:
     """Every source, in a fixed order."""
     sources = []
-    for name, split in NIBABEL_VOLUMES.items():
+    for name, (split, axes) in NIBABEL_VOLUMES.items():
         path = _source_file(nibabel_data_dir(), name, "nibabel")
-        sources.append((f"nibabel/{name}", split, lambda p=path: slices_to_images(read_volume(p))))
+        sources.append((f"nibabel/{name}", split, lambda p=path, a=axes: slices_to_images(read_volume(p), a)))
     for name, split in MATPLOTLIB_SLICES.items():
         path = _source_file(matplotlib_sample_dir(), name, "matplotlib")
         sources.append((f"matplotlib/{name}", split, lambda p=path: slices_to_images(read_ima(p).T[:, :, None])))
