@@ -100,6 +100,12 @@ def test_a_missing_package_or_file_says_what_to_install(tmp_path, tiny_sources, 
     monkeypatch.setattr(data, "SKIMAGE_PHOTOS", {"camera.png": "validation"})
     with pytest.raises(DataMissingError, match="pip install --force-reinstall scikit-image"):
         data.prepare(tmp_path / "data")
+    # A header without its image data: AFNI's .HEAD needs .BRIK or .BRIK.gz beside it.
+    (tmp_path / "nib" / "head_only+orig.HEAD").write_text("type = string-attribute\n")
+    monkeypatch.setattr(data, "SKIMAGE_PHOTOS", {})
+    monkeypatch.setattr(data, "NIBABEL_VOLUMES", {"head_only+orig.HEAD": ("train", data.AXIAL)})
+    with pytest.raises(DataMissingError, match=r"head_only\+orig\.BRIK or .*head_only\+orig\.BRIK\.gz not found"):
+        data.prepare(tmp_path / "data")
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "nibabel", None)  # `import nibabel` now raises ImportError
     with pytest.raises(DataMissingError, match="pip install nibabel"):

