@@ -14,12 +14,12 @@ from workloads.fashion_mnist.workload import FashionMnistWorkload
 class FashionMnistVitWorkload(FashionMnistWorkload):
     name = "fashion_mnist_vit"
     suite = "mini"
-    # From scripts/set_targets.py (median rule; search-space point 1 only) on a 2-core CPU:
-    # docs/targets/fashion_mnist_vit.json, docs/targets.md.
-    validation_target_value = 0.110
+    # From scripts/set_targets.py (five-point tuning, median of three seeds) on a quiet 2-core CPU,
+    # 38 ms a step (its fastest seed): docs/targets/fashion_mnist_vit.json, docs/targets.md.
+    validation_target_value = 0.113
     test_target_value = 0.120
-    max_allowed_runtime_sec = 180.0
+    max_allowed_runtime_sec = 170.0
     eval_period_time_sec = 10.0  # an evaluation takes about 1.8 s on a 2-core CPU
-    step_hint = 3200  # about 2 minutes of NAdamW steps (36 ms each) on a 2-core CPU (docs/targets.md)
+    step_hint = 3200  # about 2 minutes of NAdamW steps (38 ms each) on a 2-core CPU (docs/targets.md)
     reference_batch_size = 128
     eval_batch_size = 256  # 20k examples in about 1.6 s on a 2-core CPU (128, 256, 500 about equal; 1000+ slower)
