@@ -71,11 +71,14 @@ class TorchWorkload(spec.Workload):
 
     @abc.abstractmethod
     def eval_sums(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-batch sums (loss, errors, counts) that `metrics_from_sums` turns into metrics."""
+        """Per-batch values that `metrics_from_sums` turns into metrics: scalars (loss, errors,
+        counts) are summed over the split's batches; tensors with a leading batch axis (scores for
+        a metric that needs the whole split, such as average precision) are concatenated."""
 
     @abc.abstractmethod
-    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
-        """Final metrics of a split from the accumulated sums (framework-free)."""
+    def metrics_from_sums(self, sums: dict[str, float | np.ndarray]) -> dict[str, float]:
+        """Final metrics of a split from the accumulated sums (floats) and concatenations (float32
+        numpy arrays) of `eval_sums` (framework-free)."""
 
     # ----- data -----
     @property
@@ -214,16 +217,26 @@ class TorchWorkload(spec.Workload):
         global_step: int = 0,
     ) -> dict[str, float]:
         del data_dir, global_step
-        data = self.tensors["train" if split == "eval_train" else split]
         sums: dict[str, torch.Tensor] = {}
-        for start in range(0, num_examples, global_batch_size):
-            batch = {k: v[start : min(start + global_batch_size, num_examples)] for k, v in data.items()}
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in self.eval_batches(split, num_examples, global_batch_size):
             logits, _ = self.model_fn(
                 params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
             )
             for key, value in self.eval_sums(logits, batch).items():
-                sums[key] = sums[key] + value if key in sums else value
-        return self.metrics_from_sums({k: float(v) for k, v in sums.items()})
+                if value.dim() == 0:
+                    sums[key] = sums[key] + value if key in sums else value
+                else:
+                    parts.setdefault(key, []).append(value.detach())
+        accumulated = {k: float(v) for k, v in sums.items()}
+        accumulated.update({k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()})
+        return self.metrics_from_sums(accumulated)
+
+    def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The first `num_examples` examples of `split` ('eval_train': of train), in order, in batches."""
+        data = self.tensors["train" if split == "eval_train" else split]
+        for start in range(0, num_examples, batch_size):
+            yield {k: v[start : min(start + batch_size, num_examples)] for k, v in data.items()}
 
     def sync(self) -> None:
         if self.device.type == "cuda":

@@ -27,7 +27,7 @@ from torch import nn
 
 from harness import spec
 from harness.torch_workload import TorchWorkload
-from workloads.nci_molecules.workload import NciMoleculesWorkload, mean_average_precision
+from workloads.nci_molecules.workload import NciMoleculesWorkload
 
 # OGB's feature vocabularies (ogb.utils.features.get_atom_feature_dims / get_bond_feature_dims).
 ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
@@ -188,44 +188,21 @@ class Workload(NciMoleculesWorkload, TorchWorkload):
 
         return batches()
 
+    def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict]:
+        """The split's first `num_examples` graphs, in order, `batch_size` whole graphs a batch."""
+        graphs = self.cpu_splits["train" if split == "eval_train" else split]
+        num_examples = min(num_examples, len(graphs["targets"]))
+        for start in range(0, num_examples, batch_size):
+            yield graph_batch(graphs, torch.arange(start, min(start + batch_size, num_examples)), self.device)
+
     def eval_sums(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        """Summed loss, correct labels and label count; the logits and labels themselves, which the
+        evaluation concatenates over the split for mean average precision."""
         targets = batch["targets"]
         return {
             "loss": self.loss_fn(targets, logits)["summed"],
             "correct": ((logits > 0) == (targets > 0.5)).sum(),
             "count": torch.tensor(float(targets.numel())),
+            "logits": logits,
+            "labels": targets,
         }
-
-    @torch.no_grad()
-    def _eval_model_on_split(
-        self,
-        split: str,
-        num_examples: int,
-        global_batch_size: int,
-        params: nn.Module,
-        model_state: None,
-        rng: spec.RandomState,
-        data_dir: str,
-        global_step: int = 0,
-    ) -> dict[str, float]:
-        """Loss and accuracy summed over batches of the split's first `num_examples` graphs; mean
-        average precision over their logits and labels collected whole."""
-        del data_dir, global_step
-        graphs = self.cpu_splits["train" if split == "eval_train" else split]
-        num_examples = min(num_examples, len(graphs["targets"]))
-        sums: dict[str, float] = {}
-        logits_seen, labels_seen = [], []
-        for start in range(0, num_examples, global_batch_size):
-            index = torch.arange(start, min(start + global_batch_size, num_examples))
-            batch = graph_batch(graphs, index, self.device)
-            logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL, rng,
-                                      update_batch_norm=False)
-            for key, value in self.eval_sums(logits, batch).items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            logits_seen.append(logits.float().cpu())
-            labels_seen.append(batch["targets"].cpu())
-        metrics = self.metrics_from_sums(sums)
-        metrics["mean_average_precision"] = mean_average_precision(
-            torch.cat(labels_seen).numpy(), torch.cat(logits_seen).numpy()
-        )
-        return metrics

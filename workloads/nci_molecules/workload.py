@@ -79,7 +79,13 @@ class NciMoleculesWorkload(spec.Workload):
             splits[split] = graphs
         return splits, meta["content_sha256"]
 
-    def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
+    def metrics_from_sums(self, sums: dict[str, float | np.ndarray]) -> dict[str, float]:
+        """Loss and accuracy per label from the sums; mean average precision from the split's
+        concatenated `labels` and `logits`."""
         count = sums["count"]
         loss = sums["loss"] / count
-        return {"loss": loss if math.isfinite(loss) else float("nan"), "accuracy": sums["correct"] / count}
+        return {
+            "loss": loss if math.isfinite(loss) else float("nan"),
+            "accuracy": sums["correct"] / count,
+            "mean_average_precision": mean_average_precision(sums["labels"], sums["logits"]),
+        }
