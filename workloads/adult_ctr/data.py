@@ -25,13 +25,12 @@ import hashlib
 import importlib.util
 import io
 import json
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic_directory import atomic_directory
 from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 
@@ -175,10 +174,7 @@ def prepare(data_dir: Path) -> Path:
     if _is_current(target, source_sha256):
         return target
     inputs, targets = features(read_table(source))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=".prepared-"))
-    try:
-        building.chmod(0o755)  # mkdtemp makes it private
+    with atomic_directory(target, lambda copy: _is_current(copy, source_sha256)) as building:
         files = {}
         for split, rows in split_rows(len(targets)).items():
             for key, array in (("inputs", inputs[rows]), ("targets", targets[rows])):
@@ -188,15 +184,6 @@ def prepare(data_dir: Path) -> Path:
         atomic_write_text(building / MANIFEST, json.dumps(
             {"format": FORMAT_VERSION, "source": str(source), "source_sha256": source_sha256, "files": files},
             indent=2, sort_keys=True) + "\n")
-        if target.exists() and not _is_current(target, source_sha256):
-            shutil.rmtree(target)
-        if not target.exists():
-            building.rename(target)
-    except OSError:
-        if not _is_current(target, source_sha256):  # not a concurrent build that renamed first
-            raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
     return target
 
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic_directory import atomic_directory
 from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 from workloads.kjv_lm import data as kjv
@@ -195,20 +193,8 @@ def prepare(data_dir: Path) -> Path:
     if _is_current(prepared, hashes):
         return prepared
     splits = split_exports(exports)
-    tmp = Path(tempfile.mkdtemp(dir=data_dir / NAME, prefix=".prepared."))
-    try:
-        tmp.chmod(0o755)
-        _build(splits, hashes, tmp)
-        if prepared.exists():  # an outdated copy (a current one made meanwhile is identical)
-            stale = prepared.with_name(f".stale.{os.getpid()}")
-            os.replace(prepared, stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        os.replace(tmp, prepared)
-    except OSError:
-        if not _is_current(prepared, hashes):  # a concurrent prepare may have won the rename
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_directory(prepared, lambda copy: _is_current(copy, hashes)) as building:
+        _build(splits, hashes, building)
     return prepared
 
 

@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.atomic_directory import atomic_directory
 from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 from workloads.kjv_lm.data import load_verses
@@ -278,10 +278,7 @@ def prepare(data_dir: Path) -> Path:
     if shutil.which(ESPEAK) is None:
         raise DataMissingError(f"{ESPEAK} not found on PATH; install the Debian package espeak-ng")
     utterances = select_utterances(load_verses(Path(data_dir))[0])
-    root.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{NAME}."))
-    building.chmod(0o755)
-    try:
+    with atomic_directory(root, _is_complete) as building:
         with ThreadPoolExecutor(os.cpu_count()) as pool:
             audio = list(pool.map(synthesise, utterances))
         corpora, features = {}, {}
@@ -298,14 +295,6 @@ def prepare(data_dir: Path) -> Path:
             f"{u.utt_id} {u.voice} -s {u.rate} -p {u.pitch}\n" for u in utterances
         ))
         atomic_write_text(building / "manifest.json", json.dumps(_manifest(), indent=2, sort_keys=True) + "\n")
-        if _is_complete(root):  # another process finished first
-            return root
-        if root.exists():  # an older format version
-            shutil.rmtree(root)
-        building.rename(root)
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
     return root
 
 

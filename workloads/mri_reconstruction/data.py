@@ -48,14 +48,12 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from harness.atomic_directory import atomic_directory
 from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 
@@ -365,15 +363,12 @@ def prepare(data_dir: Path) -> Path:
     if _manifest_ok(target):
         return target
     splits, summary = build(_sources())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{NAME}.", suffix=".tmp"))
-    try:
-        tmp.chmod(0o755)
+    with atomic_directory(target, _manifest_ok) as building:
         files = {}
         for split, arrays in splits.items():
             for key in ARRAYS:
                 data = _npy_bytes(arrays[key])
-                atomic_write_bytes(tmp / f"{split}_{key}.npy", data)
+                atomic_write_bytes(building / f"{split}_{key}.npy", data)
                 files[f"{split}_{key}.npy"] = hashlib.sha256(data).hexdigest()
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -387,16 +382,7 @@ def prepare(data_dir: Path) -> Path:
             "examples": {split: int(len(arrays["targets"])) for split, arrays in splits.items()},
             "files": files,
         }
-        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if target.exists():  # an outdated or incomplete copy
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _manifest_ok(target):  # not a concurrent build that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_text(building / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return target
 
 

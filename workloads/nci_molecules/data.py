@@ -33,12 +33,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic_directory import atomic_directory
 from harness.errors import DataMissingError, UserInputError
 from harness.records import atomic_write_bytes, atomic_write_text
 
@@ -238,24 +237,11 @@ def prepare(data_dir: Path) -> Path:
     if _is_current(prepared, source_sha):
         return prepared
     arrays, meta = build(source)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{PREPARED}."))
-    try:
+    with atomic_directory(prepared, lambda copy: _is_current(copy, source_sha)) as building:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write_bytes(tmp / "graphs.npz", buffer.getvalue())
-        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
-        if prepared.exists():  # an outdated or incomplete copy
-            shutil.rmtree(prepared)
-        tmp.rename(prepared)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if _is_current(prepared, source_sha):  # another process renamed its copy in first
-            return prepared
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_bytes(building / "graphs.npz", buffer.getvalue())
+        atomic_write_text(building / "meta.json", json.dumps(meta, indent=2) + "\n")
     return prepared
 
 
