@@ -26,6 +26,14 @@ _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
 )
 
 
+# The `algoperf_parameter_types` of an attention block with a fused query/key/value projection
+# `qkv` and an output projection `out` (AlgoPerf types these ATTENTION_QKV / ATTENTION_OUT / ATTENTION_BIAS).
+FUSED_ATTENTION_PARAMETER_TYPES = {
+    "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
+    "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
+}
+
+
 def parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
     """AlgoPerf's parameter-type tree for a torch module, keyed by parameter name.
 

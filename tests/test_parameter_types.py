@@ -5,12 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from harness.spec import ParameterType as T
-from harness.torch_workload import parameter_types
+from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, parameter_types
 
 
 class Attention(nn.Module):
-    algoperf_parameter_types = {"qkv.weight": T.ATTENTION_QKV, "out.weight": T.ATTENTION_OUT,
-                                "qkv.bias": T.ATTENTION_BIAS, "out.bias": T.ATTENTION_BIAS}
+    algoperf_parameter_types = FUSED_ATTENTION_PARAMETER_TYPES
 
     def __init__(self) -> None:
         super().__init__()

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
-from harness.torch_workload import TorchWorkload
+from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
 from workloads.espeak_speech import data
 from workloads.espeak_speech.workload import EspeakSpeechWorkload
 
@@ -88,10 +87,7 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    algoperf_parameter_types = {
-        "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
-        "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
-    }
+    algoperf_parameter_types = FUSED_ATTENTION_PARAMETER_TYPES
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
+from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES
 from workloads.fashion_mnist import torch as fashion_mnist_torch
 from workloads.fashion_mnist_vit.workload import FashionMnistVitWorkload
 
@@ -32,10 +32,7 @@ def posemb_sincos_2d(height: int, width: int, dim: int, temperature: float = 10_
 class SelfAttention(nn.Module):
     """Multi-head self-attention with fused query/key/value projections."""
 
-    algoperf_parameter_types = {
-        "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
-        "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
-    }
+    algoperf_parameter_types = FUSED_ATTENTION_PARAMETER_TYPES
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()

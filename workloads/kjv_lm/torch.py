@@ -10,16 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
-from harness.torch_workload import TorchWorkload
+from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
 from workloads.kjv_lm.workload import SEQUENCE_LENGTH, VOCABULARY_SIZE, KjvLmWorkload
 
 
 class CausalSelfAttention(nn.Module):
-    algoperf_parameter_types = {
-        "qkv.weight": spec.ParameterType.ATTENTION_QKV, "out.weight": spec.ParameterType.ATTENTION_OUT,
-        "qkv.bias": spec.ParameterType.ATTENTION_BIAS, "out.bias": spec.ParameterType.ATTENTION_BIAS,
-    }
+    algoperf_parameter_types = FUSED_ATTENTION_PARAMETER_TYPES
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
