@@ -155,8 +155,12 @@ class TorchWorkload(spec.Workload):
                     module.p = dropout_rate
             self._dropout_rate = dropout_rate
         with torch.set_grad_enabled(training):
-            logits = params(augmented_and_preprocessed_input_batch["inputs"])
+            logits = params(self.model_inputs(augmented_and_preprocessed_input_batch))
         return logits, model_state
+
+    def model_inputs(self, batch: dict[str, torch.Tensor]):
+        """What the model is called with: the batch's `inputs` unless a workload's model needs more."""
+        return batch["inputs"]
 
     def _set_batch_norm_updates(self, model: nn.Module, update: bool) -> None:
         """Freeze (momentum 0) or restore BatchNorm running statistics, as AlgoPerf does."""

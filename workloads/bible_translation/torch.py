@@ -260,10 +260,9 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
 
         return batches()
 
-    def model_fn(self, params, augmented_and_preprocessed_input_batch, *args, **kwargs):
-        """The generic model_fn (modes, dropout rate, gradients), with the whole batch as the model's
-        input: the decoder reads the targets shifted right (teacher forcing)."""
-        return super().model_fn(params, {"inputs": augmented_and_preprocessed_input_batch}, *args, **kwargs)
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The whole batch: the decoder reads the targets shifted right (teacher forcing)."""
+        return batch
 
     def eval_sums(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         targets, weights = batch["targets"], batch["weights"]

@@ -256,15 +256,11 @@ class Workload(EspeakSpeechWorkload, TorchWorkload):
     def build_model(self) -> nn.Module:
         return Conformer()
 
-    def model_fn(self, params, augmented_and_preprocessed_input_batch, model_state, mode, rng,
-                 update_batch_norm, dropout_rate=None):
-        """Cut the batch to its longest utterance and pass (features, lengths) to the model, whose
-        output is the pair (logits, logit_paddings)."""
-        batch = augmented_and_preprocessed_input_batch
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features cut to the batch's longest utterance, lengths); the model's output is the pair
+        (logits, logit_paddings)."""
         lengths = batch["input_lengths"]
-        inputs = batch["inputs"][:, : int(lengths.max())].float()
-        return super().model_fn(params, {"inputs": (inputs, lengths)}, model_state, mode, rng, update_batch_norm,
-                                dropout_rate)
+        return batch["inputs"][:, : int(lengths.max())].float(), lengths
 
     def loss_fn(self, label_batch: torch.Tensor, logits_batch: tuple[torch.Tensor, torch.Tensor],
                 mask_batch: torch.Tensor | None = None, label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
