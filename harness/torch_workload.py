@@ -1,7 +1,9 @@
 """PyTorch side of the workload API: tensors on the device, input queues, model_fn, loss_fn, eval.
 
 A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free
-facts class, and supplies `build_model()` and `eval_sums()`.
+facts class, and supplies `build_model()` and `eval_sums()`; it may override `model_inputs()`
+(what the model is called with), `eval_batches()` (how a split is cut for evaluation) and
+`_build_input_queue()` when its examples are not rows of equal-shaped tensors.
 """
 
 from __future__ import annotations
