@@ -2,8 +2,8 @@
 
 A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free
 facts class, and supplies `build_model()` and `eval_sums()`; it may override `model_inputs()`
-(what the model is called with), `eval_batches()` (how a split is cut for evaluation) and
-`_build_input_queue()` when its examples are not rows of equal-shaped tensors.
+(what the model is called with) and, when its examples are not rows of equal-shaped tensors,
+`split_arrays()` and `gather()` (how a batch is assembled, for training and evaluation alike).
 """
 
 from __future__ import annotations
@@ -100,6 +100,15 @@ class TorchWorkload(spec.Workload):
             }
         return self._tensors
 
+    def split_arrays(self, split: str) -> dict[str, torch.Tensor]:
+        """A split's examples as tensors with a leading example axis (`targets` among them)."""
+        return self.tensors[split]
+
+    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of examples `index` (an index tensor on any device) of `split_arrays`, on the device."""
+        index = index.to(self.device)
+        return {key: value.index_select(0, index) for key, value in arrays.items()}
+
     def _build_input_queue(
         self, data_rng: spec.RandomState, split: str, data_dir: str, global_batch_size: int
     ) -> Iterator[dict[str, torch.Tensor]]:
@@ -108,18 +117,18 @@ class TorchWorkload(spec.Workload):
         The data is loaded now (untimed, at initialisation), not at the first `next()`.
         """
         del data_dir
-        data = self.tensors[split]
-        n = len(data["targets"])
+        arrays = self.split_arrays(split)
+        n = len(arrays["targets"])
         if global_batch_size > n:
             raise ValueError(f"batch size {global_batch_size} exceeds the {n} examples of split {split!r}")
         generator = torch.Generator().manual_seed(int(data_rng))
 
         def batches() -> Iterator[dict[str, torch.Tensor]]:
             while True:
-                order = torch.randperm(n, generator=generator).to(self.device)
+                # Moved once an epoch to where the arrays live, so `gather` moves no index in the timed loop.
+                order = torch.randperm(n, generator=generator).to(arrays["targets"].device)
                 for start in range(0, n - global_batch_size + 1, global_batch_size):
-                    index = order[start : start + global_batch_size]
-                    yield {key: value.index_select(0, index) for key, value in data.items()}
+                    yield self.gather(arrays, order[start : start + global_batch_size])
 
         return batches()
 
@@ -248,9 +257,10 @@ class TorchWorkload(spec.Workload):
 
     def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """The first `num_examples` examples of `split` ('eval_train': of train), in order, in batches."""
-        data = self.tensors["train" if split == "eval_train" else split]
+        arrays = self.split_arrays("train" if split == "eval_train" else split)
+        num_examples = min(num_examples, len(arrays["targets"]))
         for start in range(0, num_examples, batch_size):
-            yield {k: v[start : min(start + batch_size, num_examples)] for k, v in data.items()}
+            yield self.gather(arrays, torch.arange(start, min(start + batch_size, num_examples)))
 
     def sync(self) -> None:
         if self.device.type == "cuda":

@@ -234,12 +234,16 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
         self._param_types.update(attention_parameter_types(model))
         return model, model_state
 
+    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pairs `index` on the device, without the padding columns every row of them has."""
+        return trim(super().gather(arrays, index))
+
     def _build_input_queue(self, data_rng, split, data_dir, global_batch_size) -> Iterator[dict[str, torch.Tensor]]:
         """Endless epochs of a seeded permutation, batched by length: the permutation is cut into pools
         of POOL_BATCHES batches, each pool sorted by pair length and cut into batches, the epoch's batches
         are shuffled, and each batch loses its all-padding columns. The last incomplete batch is dropped."""
         del data_dir
-        arrays = self.tensors[split]
+        arrays = self.split_arrays(split)
         n = len(arrays["targets"])
         if global_batch_size > n:
             raise ValueError(f"batch size {global_batch_size} exceeds the {n} examples of split {split!r}")
@@ -255,8 +259,7 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
                     chunk = order[start : start + pool]
                     epoch += chunk[torch.argsort(lengths[chunk], stable=True)].split(global_batch_size)
                 for i in torch.randperm(len(epoch), generator=generator).tolist():
-                    index = epoch[i].to(self.device)
-                    yield trim({key: value.index_select(0, index) for key, value in arrays.items()})
+                    yield self.gather(arrays, epoch[i])
 
         return batches()
 
@@ -288,12 +291,11 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
         (kept cheap) the BLEU of their greedy translations."""
         del data_dir, global_step
         self.load_splits()
-        source = "train" if split == "eval_train" else split
-        data_split, references = self.tensors[source], [es for _, _, es in self.pairs[source]]
+        references = [es for _, _, es in self.pairs["train" if split == "eval_train" else split]]
         sums: dict[str, float] = {}
-        for start in range(0, num_examples, global_batch_size):
-            stop = min(start + global_batch_size, num_examples)
-            batch = trim({k: v[start:stop] for k, v in data_split.items()})
+        start = 0
+        for batch in self.eval_batches(split, num_examples, global_batch_size):
+            stop = start + len(batch["targets"])
             logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL, rng,
                                       update_batch_norm=False)
             batch_sums = {k: float(v) for k, v in self.eval_sums(logits, batch).items()}
@@ -302,4 +304,5 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
                 batch_sums.update(bleu_statistics(hypotheses, references[start:stop]))
             for key, value in batch_sums.items():
                 sums[key] = sums.get(key, 0.0) + value
+            start = stop
         return self.metrics_from_sums(sums)

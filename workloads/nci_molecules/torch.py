@@ -19,13 +19,12 @@ node-to-graph and edge-to-graph indices precomputed), `targets` a (graphs, tasks
 from __future__ import annotations
 
 import math
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from harness import spec
 from harness.torch_workload import TorchWorkload
 from workloads.nci_molecules.workload import NciMoleculesWorkload
 
@@ -168,32 +167,13 @@ class Workload(NciMoleculesWorkload, TorchWorkload):
     def build_model(self) -> nn.Module:
         return GNN(num_tasks=self.cpu_splits["train"]["targets"].shape[1])
 
-    def _build_input_queue(
-        self, data_rng: spec.RandomState, split: str, data_dir: str, global_batch_size: int
-    ) -> Iterator[dict]:
-        """Endless epochs of a seeded permutation of the split's graphs, `global_batch_size` whole
-        graphs a batch; the last incomplete batch of an epoch is dropped."""
-        del data_dir
-        graphs = self.cpu_splits[split]
-        n = len(graphs["targets"])
-        if global_batch_size > n:
-            raise ValueError(f"batch size {global_batch_size} exceeds the {n} graphs of split {split!r}")
-        generator = torch.Generator().manual_seed(int(data_rng))
+    def split_arrays(self, split: str) -> dict[str, torch.Tensor]:
+        """The split's graphs as CPU tensors; batches are assembled on the CPU (`gather`)."""
+        return self.cpu_splits[split]
 
-        def batches() -> Iterator[dict]:
-            while True:
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n - global_batch_size + 1, global_batch_size):
-                    yield graph_batch(graphs, order[start : start + global_batch_size], self.device)
-
-        return batches()
-
-    def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict]:
-        """The split's first `num_examples` graphs, in order, `batch_size` whole graphs a batch."""
-        graphs = self.cpu_splits["train" if split == "eval_train" else split]
-        num_examples = min(num_examples, len(graphs["targets"]))
-        for start in range(0, num_examples, batch_size):
-            yield graph_batch(graphs, torch.arange(start, min(start + batch_size, num_examples)), self.device)
+    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict:
+        """The graphs `index`, whole, as one batch on the device."""
+        return graph_batch(arrays, index, self.device)
 
     def eval_sums(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         """Summed loss, correct labels and label count; the logits and labels themselves, which the
