@@ -20,7 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 from harness import search_space
-from harness.discovery import available_workloads, load_submission, load_workload
+from harness.discovery import available_workloads, load_submission, load_workload, submission_file
 from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
 from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
@@ -70,12 +70,28 @@ def _space(submission) -> list | dict | None:
     return search_space.load(path)
 
 
+def _refuse_shared_names(resolved: list[tuple[str, Path]]) -> None:
+    """Two submissions named alike would share run records: refuse before anything is imported or written."""
+    paths_by_name: dict[str, list[Path]] = {}
+    for name, path in resolved:
+        paths_by_name.setdefault(name, []).append(path)
+    shared = {name: paths for name, paths in paths_by_name.items() if len(paths) > 1}
+    if shared:
+        raise UserInputError(
+            "submissions would share run records under one name: "
+            + "; ".join(f"{name!r} ({', '.join(map(str, paths))})" for name, paths in shared.items())
+            + ". A file is named after itself, or after its folder when it is submission.py or torch.py: "
+            "rename a file or folder, or run them as separate experiments (--experiment_name)"
+        )
+
+
 def experiments() -> list[Experiment]:
     if FLAGS.framework != "pytorch":
         raise UserInputError(f"--framework {FLAGS.framework} is not available yet; use pytorch")
     workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
     if not workload_refs or not FLAGS.submission:
         raise UserInputError("no workload or no submission given")
+    _refuse_shared_names([submission_file(ref, FLAGS.framework) for ref in FLAGS.submission])
     submissions = [load_submission(ref, FLAGS.framework) for ref in FLAGS.submission]
     spaces = [_space(s) for s in submissions]
     key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])

@@ -39,6 +39,10 @@ class TrialClock:
         self.submission_time += self._now() - self._segment_start
         self._segment_start = None
 
+    def now(self) -> float:
+        """The time source's reading, without a device sync."""
+        return self._now()
+
     def seconds_since_last_eval(self) -> float:
         """Wall seconds since the last evaluation ended; no device sync (cheap, for cadence only)."""
         return self._now() - self.last_eval_end

@@ -3,7 +3,9 @@
     workloads/<name>/<framework file>      defines class `Workload`
     path/to/my_workload/                   a workload folder outside the repo, same convention
     submissions/<name>/<framework file>    defines AlgoPerf's functions, or `make_optimizer`
-    path/to/my_algo.py                     a submission outside the repo
+    path/to/my_algo.py                     a submission outside the repo, named `my_algo`
+    path/to/my_algo/submission.py          AlgoPerf's convention: named after its folder, `my_algo`
+    path/to/my_algo/                       a folder holding the framework file or `submission.py`
 
 The framework file is `torch.py` for `--framework pytorch` and `jax.py` for `--framework jax`.
 """
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from harness import spec
+from harness import algoperf_compat, spec
 from harness.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +29,8 @@ WORKLOADS_DIR = REPO_ROOT / "workloads"
 SUBMISSIONS_DIR = REPO_ROOT / "submissions"
 FRAMEWORK_FILES = {"pytorch": "torch", "jax": "jax"}
 REQUIRED_FUNCTIONS = ("init_optimizer_state", "update_params")
+ALGOPERF_FILE = "submission.py"  # AlgoPerf names every submission file so; the folder names it
+SEARCH_SPACE_FILES = ("search_space.json", "tuning_search_space.json")  # TimeTrial's name, AlgoPerf's
 
 
 def _framework_file(framework: str) -> str:
@@ -86,15 +91,46 @@ class Submission:
 
     @property
     def search_space_path(self) -> Path | None:
-        """`search_space.json` beside the submission's file, if there is one."""
-        path = self.path.parent / "search_space.json"
-        return path if path.is_file() else None
+        """`search_space.json` (or AlgoPerf's `tuning_search_space.json`) beside the submission's file."""
+        paths = [self.path.parent / name for name in SEARCH_SPACE_FILES]
+        return next((path for path in paths if path.is_file()), None)
 
-    def batch_size(self, workload: spec.Workload) -> int:
-        size = self.get_batch_size(workload.name) if self.get_batch_size else workload.reference_batch_size
-        if not isinstance(size, int) or size <= 0:
-            raise UserInputError(f"submission {self.name}: get_batch_size({workload.name!r}) returned {size!r}")
-        return size
+    @property
+    def update_params_takes_train_state(self) -> bool:
+        """Whether `update_params` declares AlgoPerf's optional `train_state` argument."""
+        return _takes_argument(self.update_params, "train_state")
+
+    def batch_size(self, workload: spec.Workload) -> tuple[int, str | None]:
+        """The global batch size for `workload`, and a warning when it is the workload's reference size
+        because the submission's `get_batch_size` does not know the workload.
+
+        Published AlgoPerf submissions know only AlgoPerf's workload names and raise (usually
+        `ValueError`) or return None for any other; they get the workload's `reference_batch_size`,
+        never a batch size chosen for another dataset.
+        """
+        if self.get_batch_size is None:
+            return workload.reference_batch_size, None
+        try:
+            size = self.get_batch_size(workload.name)
+        except Exception as exc:  # noqa: BLE001 - any refusal means "this workload is unknown to me"
+            refusal = f"raised {type(exc).__name__}: {exc}"
+        else:
+            if size is not None:
+                if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                    raise UserInputError(f"submission {self.name}: get_batch_size({workload.name!r}) returned {size!r}")
+                return size, None
+            refusal = "returned None"
+        return workload.reference_batch_size, (
+            f"submission {self.name}: get_batch_size({workload.name!r}) {refusal}; using the workload's "
+            f"reference batch size {workload.reference_batch_size}"
+        )
+
+
+def _takes_argument(function: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin or other callable without a signature
+        return False
 
 
 def default_data_selection(
@@ -104,15 +140,25 @@ def default_data_selection(
     return next(input_queue)
 
 
-def _submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
+def submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
+    """(name, resolved file) of a submission given by name, file or folder.
+
+    A file named like the framework file or AlgoPerf's `submission.py` is named after its folder,
+    so `a/submission.py` and `b/submission.py` are the submissions `a` and `b`.
+    """
     filename = f"{_framework_file(framework)}.py"
     path = Path(name_or_path)
     if path.suffix == ".py" or path.is_dir() or len(path.parts) > 1:
-        path = path / filename if path.is_dir() else path
+        if path.is_dir():
+            candidates = [path / filename, path / ALGOPERF_FILE]
+            path = next((c for c in candidates if c.is_file()), candidates[0])
+            if not path.is_file():
+                raise UserInputError(f"submission folder {path.parent} has neither {filename} nor {ALGOPERF_FILE}")
         if not path.is_file():
             raise UserInputError(f"submission file {path} does not exist")
-        name = path.parent.name if path.name == filename else path.stem
-        return name, path.resolve()
+        path = path.resolve()
+        name = path.parent.name if path.name in (filename, ALGOPERF_FILE) else path.stem
+        return name, path
     path = SUBMISSIONS_DIR / name_or_path / filename
     if not path.is_file():
         raise UserInputError(
@@ -137,7 +183,8 @@ def _import_file(name: str, path: Path) -> ModuleType:
 
 def load_submission(name_or_path: str, framework: str) -> Submission:
     """Load a submission by name (`submissions/<name>`) or by path to its file or folder."""
-    name, path = _submission_file(name_or_path, framework)
+    name, path = submission_file(name_or_path, framework)
+    algoperf_compat.install()  # `from algoperf import spec` in the submission means harness.spec
     module = _import_file(f"submission_{name}", path)
     functions = {key: getattr(module, key) for key in dir(module) if not key.startswith("_")}
     if "make_optimizer" in functions and not any(f in functions for f in REQUIRED_FUNCTIONS):

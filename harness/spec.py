@@ -13,15 +13,10 @@ import enum
 import math
 from collections import namedtuple
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 Tensor = Any
 RandomState = Any  # an int seed in TimeTrial; AlgoPerf's torch submissions ignore it too
-ParameterContainer = Any  # torch: the nn.Module itself, as in AlgoPerf
-ModelAuxiliaryState = Any
-OptimizerState = Any
-Hyperparameters = Any  # a namedtuple built from the search-space point, or None (self-tuning)
-UpdateReturn = tuple[OptimizerState, ParameterContainer, ModelAuxiliaryState]
 
 
 class LossType(enum.Enum):
@@ -55,8 +50,66 @@ class ParameterType(enum.Enum):
     ATTENTION_BIAS = 14
 
 
+class ShapeTuple:
+    """A parameter's shape as one leaf of a pytree (`workload.param_shapes` values), as in AlgoPerf:
+    tree utilities stop here instead of descending into the shape's integers."""
+
+    __slots__ = ("shape_tuple",)
+
+    def __init__(self, shape_tuple: tuple[int, ...]) -> None:
+        self.shape_tuple = tuple(int(d) for d in shape_tuple)
+
+    def __repr__(self) -> str:
+        return f"ShapeTuple({self.shape_tuple})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ShapeTuple):
+            return self.shape_tuple == other.shape_tuple
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.shape_tuple)
+
+
+# AlgoPerf v0.6's type names (`algoperf/spec.py`), for submissions' annotations. Trees are dicts
+# keyed by parameter name (torch: `model.named_parameters()` names), possibly nested.
+Shape = tuple[int, ...] | ShapeTuple
+ParameterKey = str
+ParameterShapeTree = dict[ParameterKey, Any]  # leaves: ShapeTuple
+ParameterTypeTree = dict[ParameterKey, Any]  # leaves: ParameterType
+ParameterContainer = Any  # torch: the nn.Module itself, as in AlgoPerf
+ModelAuxiliaryState = Any
+ModelInitState = tuple[ParameterContainer, ModelAuxiliaryState]
+OptimizerState = Any
+Hyperparameters = Any  # a namedtuple built from the search-space point, or None (self-tuning)
+UpdateReturn = tuple[OptimizerState, ParameterContainer, ModelAuxiliaryState]
+Timing = int
+Steps = int
+
+
 class TrainingCompleteError(Exception):
     """Raised by `update_params` to end training early; the harness then runs a final evaluation."""
+
+
+# The submission functions' types, with AlgoPerf v0.6's names and argument order (DESIGN.md).
+InitOptimizerFn = Callable[
+    [Any, ParameterContainer, ModelAuxiliaryState, Hyperparameters, RandomState], OptimizerState
+]
+UpdateParamsFn = Callable[  # the last argument, `train_state`, only for functions that declare it
+    [Any, ParameterContainer, ParameterTypeTree, ModelAuxiliaryState, Hyperparameters, dict, LossType,
+     OptimizerState, list, int, RandomState, Any],
+    UpdateReturn,
+]
+PrepareForEvalFn = Callable[
+    [Any, ParameterContainer, ParameterTypeTree, ModelAuxiliaryState, Hyperparameters, LossType,
+     OptimizerState, list, int, RandomState],
+    UpdateReturn,
+]
+DataSelectionFn = Callable[
+    [Any, Iterator, OptimizerState, ParameterContainer, ModelAuxiliaryState, Hyperparameters, int, RandomState],
+    dict,
+]
+GetBatchSizeFn = Callable[[str], int]
 
 
 def make_hyperparameters(point: Mapping[str, Any] | None) -> Hyperparameters:
@@ -93,6 +146,7 @@ class Workload(abc.ABC):
     """
 
     name: str
+    framework: str  # "pytorch" or "jax": set by the framework's base class
     suite: str | None = None  # "mini" for the mini suite (`submit.py --suite mini`)
     target_metric_name: str
     metric_direction: str  # "min" or "max"
@@ -116,6 +170,33 @@ class Workload(abc.ABC):
         self._splits: dict[str, dict[str, Any]] | None = None
         self._data_hash: str | None = None
         self.metrics_logger = None
+
+    # ----- AlgoPerf's workload extras -----
+    def attach_metrics_logger(self, metrics_logger) -> None:
+        """Give submissions a logger: `workload.metrics_logger.append_scalar_metrics(metrics, global_step)`."""
+        self.metrics_logger = metrics_logger
+
+    @property
+    def train_mean(self) -> Any:
+        """The mean of the training inputs, where the AlgoPerf analogue defines one (image workloads)."""
+        raise NotImplementedError(f"workload {self.name} has no train_mean (as its AlgoPerf analogue)")
+
+    @property
+    def train_stddev(self) -> Any:
+        """The standard deviation of the training inputs, where the AlgoPerf analogue defines one."""
+        raise NotImplementedError(f"workload {self.name} has no train_stddev (as its AlgoPerf analogue)")
+
+    def output_activation_fn(self, logits_batch: Tensor, framework: str) -> Tensor:
+        """Probabilities from logits by the loss type (softmax, sigmoid; identity for regression)."""
+        if framework not in ("pytorch", "jax"):
+            raise ValueError(f"framework must be 'pytorch' or 'jax', got {framework!r}")
+        if framework != self.framework:
+            raise ValueError(f"workload {self.name} is a {self.framework} workload, not a {framework} one")
+        return self._output_activation(logits_batch)
+
+    @abc.abstractmethod
+    def _output_activation(self, logits_batch: Tensor) -> Tensor:
+        """The framework's activation for `output_activation_fn`."""
 
     # ----- targets -----
     def meets_target(self, value: float, target: float) -> bool:
@@ -225,8 +306,9 @@ class Workload(abc.ABC):
         """Mean loss of the latest `loss_fn` call made for training, or None if there was none."""
 
     @abc.abstractmethod
-    def save_checkpoint(self, path: Path, params, model_state, optimizer_state, loop: dict) -> None:
-        """Atomically save model, optimizer state, random states and the trial loop's `loop` dict."""
+    def save_checkpoint(self, path: Path, params, model_state, optimizer_state, loop: dict) -> list[str]:
+        """Atomically save model, optimizer state, random states and the trial loop's `loop` dict, as
+        data that loads without running code; returns a warning per part of the state left out."""
 
     @abc.abstractmethod
     def load_checkpoint(self, path: Path, params, optimizer_state) -> tuple[Any, Any, dict]:
@@ -270,4 +352,6 @@ class Workload(abc.ABC):
             "max_allowed_runtime_sec": self.max_allowed_runtime_sec,
             "eval_period_time_sec": self.eval_period_time_sec,
             "step_hint": self.step_hint,
+            "num_validation_examples": self.num_validation_examples,
+            "num_test_examples": self.num_test_examples,
         }

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import spec, torch_checkpoint
+from harness.torch_process import default_device
 
 _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "weight", spec.ParameterType.CONV_WEIGHT),
@@ -57,13 +58,10 @@ def parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
     return types | declared
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class TorchWorkload(spec.Workload):
     """Generic PyTorch implementation over in-memory splits `{'inputs', 'targets'}`."""
 
+    framework = "pytorch"
     output_layer_name = "head"  # the model's final layer; see `is_output_params`
 
     def __init__(self, data_dir) -> None:
@@ -138,7 +136,7 @@ class TorchWorkload(spec.Workload):
             torch.manual_seed(int(rng))
             model = self.build_model()
         model.to(self.device)
-        self._param_shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+        self._param_shapes = {name: spec.ShapeTuple(p.shape) for name, p in model.named_parameters()}
         self._param_types = parameter_types(model)
         self._dropout_rate, self._batch_norm_updates = None, True
         return model, None
@@ -168,6 +166,18 @@ class TorchWorkload(spec.Workload):
         with torch.set_grad_enabled(training):
             logits = params(self.model_inputs(augmented_and_preprocessed_input_batch))
         return logits, model_state
+
+    def _output_activation(self, logits_batch: torch.Tensor) -> torch.Tensor:
+        """AlgoPerf's rule: softmax over the last axis for softmax cross-entropy and CTC, sigmoid for
+        sigmoid cross-entropy, the logits themselves for squared or absolute error. Sequence models
+        whose `model_fn` returns `(logits, paddings)` (CTC) get `(probabilities, paddings)`."""
+        if isinstance(logits_batch, tuple):
+            return (self._output_activation(logits_batch[0]), *logits_batch[1:])
+        if self.loss_type in (spec.LossType.SOFTMAX_CROSS_ENTROPY, spec.LossType.CTC_LOSS):
+            return torch.softmax(logits_batch, dim=-1)
+        if self.loss_type == spec.LossType.SIGMOID_CROSS_ENTROPY:
+            return torch.sigmoid(logits_batch)
+        return logits_batch
 
     def model_inputs(self, batch: dict[str, torch.Tensor]):
         """What the model is called with: the batch's `inputs` unless a workload's model needs more."""
@@ -275,8 +285,8 @@ class TorchWorkload(spec.Workload):
         summed, n_valid_examples = self.last_train_loss
         return float(summed.detach()) / float(n_valid_examples)
 
-    def save_checkpoint(self, path, params, model_state, optimizer_state, loop) -> None:
-        torch_checkpoint.save(path, params, model_state, optimizer_state, loop)
+    def save_checkpoint(self, path, params, model_state, optimizer_state, loop) -> list[str]:
+        return torch_checkpoint.save(path, params, model_state, optimizer_state, loop)
 
     def load_checkpoint(self, path, params, optimizer_state):
         return torch_checkpoint.load(path, params, optimizer_state)

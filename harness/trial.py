@@ -6,21 +6,30 @@ step 1 and then once `eval_period_time_sec` of wall time has passed since the pr
 The budget is checked at evaluation points: no evaluation is recorded past it. The trial ends
 when the budget is spent, when validation and test targets are both met, at `max_global_steps`,
 when the submission raises `TrainingCompleteError`, or at once on a non-finite training loss.
+An exception of the submission ends the trial as failed, with the step it reached.
+
+AlgoPerf extras: `update_params` gets a read-only `train_state` when its signature declares one;
+`workload.metrics_logger` collects what the submission logs, written to `metrics.jsonl` at each
+evaluation; a `get_batch_size` that does not know the workload falls back to its reference size.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from harness import spec
 from harness.clock import TrialClock
 from harness.discovery import Submission
+from harness.metrics_logger import MetricsLogger
 from harness.records import TrialRecord
 
 TRAIN_LOSS_EVERY = 10  # steps between train.jsonl rows
@@ -37,9 +46,22 @@ class TrialOutcome:
     error: str | None = None
     test_target_reached: bool = False
     unused_hyperparameters: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
+
+    def warn(self, message: str | None) -> None:
+        """Say `message` on stderr (the trial's log) and keep it in the summary, once."""
+        if message and message not in self.warnings:
+            self.warnings.append(message)
+            print(f"warning: {message}", file=sys.stderr)
+
+    def fail(self, exc: BaseException) -> None:
+        """End as failed by the submission's exception, keeping the step it reached."""
+        self.status, self.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
+        self.error = "".join(traceback.format_exception(exc))
 
     def observe(self, workload: spec.Workload, step: int, submission_time: float, results: dict) -> None:
         """Fold one evaluation into the best value, the time-to-target and the test-target flag."""
@@ -93,12 +115,30 @@ class CountingIterator:
             next(self)
 
 
-def _resume(loop: dict, clock: TrialClock, input_queue: CountingIterator, record: TrialRecord) -> TrialOutcome:
-    """Carry an interrupted run's seconds, data position and evaluation rows over into this one."""
+def _resume(loop: dict, clock: TrialClock, input_queue: CountingIterator, record: TrialRecord,
+            outcome: TrialOutcome) -> None:
+    """Carry an interrupted run's seconds, data position, evaluation rows and outcome over into this one."""
     clock.restore(loop["clock"])
     input_queue.skip(loop["consumed_batches"])
     record.resume(loop["eval_row"])
-    return TrialOutcome(**loop["outcome"])
+    outcome.__dict__.update(loop["outcome"], warnings=outcome.warnings)
+
+
+def _train_state(clock: TrialClock, outcome: TrialOutcome, training_complete: bool) -> Mapping[str, Any]:
+    """AlgoPerf's read-only `train_state` (its keys and meanings); times are seconds of the clock's
+    time source (`last_eval_time`, `last_step_end_time`) or accumulated seconds. Read without a
+    device sync, so `accumulated_submission_time` may lag queued device work."""
+    return MappingProxyType({
+        "validation_goal_reached": outcome.time_to_target is not None,
+        "test_goal_reached": outcome.test_target_reached,
+        "is_time_remaining": outcome.status != "budget",
+        "last_eval_time": clock.last_eval_end,
+        "training_complete": training_complete,
+        "accumulated_submission_time": clock.timed_estimate(),
+        "accumulated_eval_time": clock.eval_time,
+        "accumulated_logging_time": clock.logging_time,
+        "last_step_end_time": clock.now(),
+    })
 
 
 def run_trial(
@@ -118,33 +158,49 @@ def run_trial(
     With `checkpoint`, the trial state is saved there after every evaluation (untimed, counted as
     logging), and a trial that finds one resumes from it: timed seconds carried over,
     `preemption_count` one higher. `now` is the clock's time source (tests pass a fake one).
+    An exception raised by the submission (or the workload) returns a failed outcome.
     """
+    outcome = TrialOutcome("running")
+    try:
+        _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint,
+             now, outcome)
+    except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
+        outcome.fail(exc)
+    return outcome
+
+
+def _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint, now,
+         outcome: TrialOutcome) -> None:
+    """`run_trial`'s loop; it leaves its result in `outcome` (so a failure keeps the step reached)."""
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
     hyperparameters = spec.make_hyperparameters(point)
     data_dir = str(workload.data_dir)
-    input_queue = CountingIterator(
-        workload._build_input_queue(seeds["data"], "train", data_dir, submission.batch_size(workload))
-    )
+    outcome.batch_size, batch_size_warning = submission.batch_size(workload)
+    outcome.warn(batch_size_warning)
+    input_queue = CountingIterator(workload._build_input_queue(seeds["data"], "train", data_dir, outcome.batch_size))
     params, model_state = workload.init_model_fn(seeds["model"])
+    workload.attach_metrics_logger(MetricsLogger())
     optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
-    outcome, eval_results, train_rows, step, preemptions = TrialOutcome("running"), [], [], 0, 0
+    eval_results, train_rows, step, preemptions = [], [], 0, 0
     clock = TrialClock(workload.sync, now)
     if checkpoint is not None and checkpoint.exists():
         model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
         step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
-        outcome = _resume(loop, clock, input_queue, record)
+        _resume(loop, clock, input_queue, record, outcome)
+    wants_train_state = submission.update_params_takes_train_state
+    training_complete = False
     clock.start_timed()
     while True:
         step_rng = seeds["step"] + step
-        training_complete = False
+        extra = {"train_state": _train_state(clock, outcome, training_complete)} if wants_train_state else {}
         try:
             batch = submission.data_selection(
                 workload, input_queue, optimizer_state, params, model_state, hyperparameters, step, step_rng
             )
             optimizer_state, params, model_state = submission.update_params(
                 workload, params, workload.model_params_types, model_state, hyperparameters, batch,
-                workload.loss_type, optimizer_state, eval_results, step, step_rng,
+                workload.loss_type, optimizer_state, eval_results, step, step_rng, **extra,
             )
         except spec.TrainingCompleteError:
             training_complete = True
@@ -185,9 +241,11 @@ def run_trial(
                 loop = {"global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
                         "outcome": outcome.summary(), "clock": clock.state(),
                         "consumed_batches": input_queue.consumed, "eval_row": row}
-                workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, loop)
+                for message in workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, loop):
+                    outcome.warn(message)
             record.add_eval(row)
             record.add_train(train_rows)
+            record.add_metrics(workload.metrics_logger.take())
             train_rows = []
             record.write_summary(outcome.summary())
             progress.on_eval(step, row, clock)
@@ -200,6 +258,6 @@ def run_trial(
             break
         clock.start_timed()
     record.add_train(train_rows)
+    record.add_metrics(workload.metrics_logger.take())
     if hyperparameters is not None:
         outcome.unused_hyperparameters = sorted(set(point) - type(hyperparameters).fields_read)
-    return outcome

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 from harness.discovery import load_submission, load_workload
@@ -57,9 +56,9 @@ def run_trial_dir(trial_dir: Path) -> TrialOutcome:
         if outcome.unused_hyperparameters:
             print(f"warning: {label}: the submission never read hyperparameters "
                   f"{', '.join(outcome.unused_hyperparameters)} of its search space", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
-        outcome = TrialOutcome("failed", error="".join(traceback.format_exception(exc)),
-                               stop_reason=f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a failure outside the loop (progress display) fails the trial too
+        outcome = TrialOutcome("running")
+        outcome.fail(exc)
     finally:
         progress.close()
     record.write_summary(outcome.summary())

@@ -43,6 +43,7 @@ class FashionMnistWorkload(spec.Workload):
         arrays, data_hash = data.load_arrays(self.data_dir)
         images = arrays["train_images"].astype(np.float32) / 255.0
         mean, std = images.mean(), images.std()
+        self._pixel_statistics = (float(mean), float(std))
         order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
         validation, train = order[:NUM_VALIDATION], order[NUM_VALIDATION:]
 
@@ -56,6 +57,19 @@ class FashionMnistWorkload(spec.Workload):
             "test": split(test_images, arrays["test_labels"]),
         }
         return splits, data_hash
+
+    @property
+    def train_mean(self) -> float:
+        """Mean pixel value (0–1 scale) of the 60,000 official training images; the inputs are already
+        standardised with it and `train_stddev` (AlgoPerf's MNIST workload gives the same statistics)."""
+        self.load_splits()
+        return self._pixel_statistics[0]
+
+    @property
+    def train_stddev(self) -> float:
+        """Standard deviation of the pixel values (0–1 scale) of the official training images."""
+        self.load_splits()
+        return self._pixel_statistics[1]
 
     def metrics_from_sums(self, sums: dict[str, float]) -> dict[str, float]:
         count = sums["count"]
