@@ -4,9 +4,10 @@
     hparams.json   the hyperparameter point (absent for self-tuning)
     eval.jsonl     one JSON object per evaluation (rewritten whole after each evaluation)
     train.jsonl    {"global_step", "loss"} every `log_every` steps
+    metrics.jsonl  {"global_step", ...} rows a submission logged through `workload.metrics_logger`
     summary.json   status (running|reached|budget|diverged|failed|stopped), time_to_target, ...
 
-`export_eval_measurements` writes AlgoPerf's `eval_measurements.csv` from `eval.jsonl`.
+`eval_measurements_csv` turns `eval.jsonl` rows into AlgoPerf's `eval_measurements.csv` text.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-ALGOPERF_LEADING_COLUMNS = (
+# The columns every row of AlgoPerf's eval_measurements.csv has besides the train/, validation/ and
+# test/ metrics. AlgoPerf's logger (algoperf/logger_utils.py, write_to_csv) sorts the whole header
+# by name, so these do not all lead: "total_duration" sorts between test/* and train/*.
+ALGOPERF_FIXED_COLUMNS = (
     "accumulated_eval_time",
     "accumulated_logging_time",
     "accumulated_submission_time",
@@ -28,6 +32,9 @@ ALGOPERF_LEADING_COLUMNS = (
     "score",
     "total_duration",
 )
+
+
+STEP_LOGS = ("train.jsonl", "metrics.jsonl")  # rows keyed by global_step, cut back to the checkpoint on resume
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -66,17 +73,13 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 class TrialRecord:
     """The files of one trial directory; `add_eval` leaves the directory complete each time."""
 
     def __init__(self, trial_dir: Path) -> None:
         self.dir = Path(trial_dir)
         self.eval_rows: list[dict] = []
-        self.train_rows: list[dict] = []
+        self.step_logs: dict[str, list[dict]] = {name: [] for name in STEP_LOGS}
 
     def write_meta(self, meta: dict) -> None:
         write_json(self.dir / "meta.json", meta)
@@ -95,18 +98,26 @@ class TrialRecord:
         self.eval_rows = [r for r in read_jsonl_prefix(self.dir / "eval.jsonl") if r["global_step"] <= step]
         if not self.eval_rows or self.eval_rows[-1]["global_step"] != step:
             self.eval_rows.append(checkpoint_row)
-        self.train_rows = [r for r in read_jsonl_prefix(self.dir / "train.jsonl") if r["global_step"] <= step]
         atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
-        atomic_write_text(self.dir / "train.jsonl", _jsonl(self.train_rows))
+        for name in STEP_LOGS:
+            if (self.dir / name).exists():
+                self.step_logs[name] = [r for r in read_jsonl_prefix(self.dir / name) if r["global_step"] <= step]
+                atomic_write_text(self.dir / name, _jsonl(self.step_logs[name]))
 
     def add_eval(self, row: dict) -> None:
         self.eval_rows.append(row)
         atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
 
     def add_train(self, rows: list[dict]) -> None:
+        self._add_step_rows("train.jsonl", rows)
+
+    def add_metrics(self, rows: list[dict]) -> None:
+        self._add_step_rows("metrics.jsonl", rows)
+
+    def _add_step_rows(self, name: str, rows: list[dict]) -> None:
         if rows:
-            self.train_rows.extend(rows)
-            atomic_write_text(self.dir / "train.jsonl", _jsonl(self.train_rows))
+            self.step_logs[name].extend(rows)
+            atomic_write_text(self.dir / name, _jsonl(self.step_logs[name]))
 
 
 def read_jsonl_prefix(path: Path) -> list[dict]:
@@ -121,18 +132,23 @@ def read_jsonl_prefix(path: Path) -> list[dict]:
     return rows
 
 
-def eval_measurements_csv(rows: list[dict]) -> str:
-    """AlgoPerf's eval_measurements.csv text: its fixed columns, then the metrics sorted by name."""
-    metrics = sorted({k for row in rows for k in row if "/" in k})
+def eval_measurements_csv(rows: list[dict], num_examples: dict[str, int] | None = None) -> str:
+    """AlgoPerf's eval_measurements.csv text: the fixed columns and the metrics measured (keys
+    with a '/'), with the header sorted by name as AlgoPerf's logger writes it.
+
+    `num_examples` ({"validation/num_examples": n, "test/num_examples": m}) is added to every row,
+    as AlgoPerf's `Workload.eval_model` does; no other column is made up.
+    """
+    extra = dict(num_examples or {})
+    bad = [k for k, v in extra.items() if "/" not in k or isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise ValueError(f"num_examples must map 'split/num_examples' to positive integers, got {extra!r}")
+    metrics = {k for row in rows for k in row if "/" in k} | set(extra)
+    columns = sorted({*ALGOPERF_FIXED_COLUMNS, *metrics})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*ALGOPERF_LEADING_COLUMNS, *metrics])
+    writer.writerow(columns)
     for row in rows:
-        values = {**row, "score": row["accumulated_submission_time"]}
-        writer.writerow([values.get(column, "") for column in (*ALGOPERF_LEADING_COLUMNS, *metrics)])
+        values = {**row, "score": row["accumulated_submission_time"], **extra}
+        writer.writerow([values.get(column, "") for column in columns])
     return out.getvalue()
-
-
-def export_eval_measurements(trial_dir: Path, csv_path: Path) -> None:
-    """Write the trial's evaluations as AlgoPerf's eval_measurements.csv at `csv_path`."""
-    atomic_write_text(csv_path, eval_measurements_csv(read_jsonl(Path(trial_dir) / "eval.jsonl")))

@@ -15,8 +15,9 @@ AlgoPerf::
 * `Runs.evals` — one row per evaluation: `trial_id`, `eval_index` (row of the trial's file,
   counting from 0), the trial's identity and metadata (`entry`, `submission`, `workload`,
   `framework`, `study`, `trial`, `hparams` as canonical JSON, `seed`, `hardware` fingerprint,
-  `target_metric`, `direction`, `validation_target`, ...) and every logged number
-  (`global_step`, `accumulated_submission_time`, `train/*`, `validation/*`, `test/*`, ...).
+  `hardware_class` (what runs are compared by), `host_cpu`, `target_metric`, `direction`,
+  `validation_target`, ...) and every logged number (`global_step`,
+  `accumulated_submission_time`, `train/*`, `validation/*`, `test/*`, ...).
   Rows are ordered by (`trial_id`, `eval_index`).
 * `Runs.trials` — one row per trial, including trials that have not evaluated yet.
 
@@ -26,7 +27,13 @@ recorded in more than one framework. Targets come from `meta.json` for TimeTrial
 
 Bad records raise `RunRecordError` naming the file; with `on_error="warn"` the trial is skipped
 with a warning instead (a truncated last line, which a killed process can leave, only loses
-that line).
+that line). Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's
+layout (AlgoPerf's published v0.5 logs have 18, copies under `<submission>/study_<k>/trial_<i>/`)
+are not errors: each kind is skipped with one warning giving the count and an example path.
+
+Hardware: runs are grouped by `hardware_class`, the accelerator model and count for accelerator
+runs (TimeTrial's `hardware.accelerator` and `num_devices`, AlgoPerf's `gpu_model_name` and
+`gpu_count`), so a different host CPU does not separate them; CPU-only runs by full fingerprint.
 """
 
 from __future__ import annotations
@@ -44,9 +51,11 @@ import pandas as pd
 
 from scoring.readers import (
     ALGOPERF_EVALS,
+    ALGOPERF_LAYOUT,
     REQUIRED_COLUMNS,
     TIMETRIAL_META,
     TRIAL_DIR,
+    OutsideLayout,
     RunRecordError,
     TrialRecord,
     read_trial,
@@ -56,6 +65,7 @@ from scoring.targets import algoperf_targets
 __all__ = [
     "RunRecordError",
     "Runs",
+    "describe_hardware",
     "find_trials",
     "hardware_groups",
     "hyperparameters",
@@ -78,6 +88,8 @@ TRIAL_COLUMNS = (
     "seed",
     "hardware",
     "hardware_desc",
+    "hardware_class",
+    "host_cpu",
     "hparams",
     "target_metric",
     "direction",
@@ -99,6 +111,8 @@ _CATEGORICAL = (
     "ruleset",
     "hardware",
     "hardware_desc",
+    "hardware_class",
+    "host_cpu",
     "hparams",
     "target_metric",
     "direction",
@@ -250,6 +264,27 @@ def _check_duplicates(trials: list[TrialRecord], entries: list[str], on_error: s
     return keep
 
 
+def _skipped_notes(empty: list[str], stray: list[str]) -> list[str]:
+    """One line for the trial directories with no record, one for the eval_measurements.csv files
+    outside AlgoPerf's layout (AlgoPerf's published logs hold both); each gives a count and an example."""
+    notes = []
+    if empty:
+        notes.append(
+            f"{_count(len(empty), 'trial_<i> directory', 'trial_<i> directories')} without {TIMETRIAL_META} "
+            f"or {ALGOPERF_EVALS} (not a trial, skipped), e.g. {empty[0]}"
+        )
+    if stray:
+        notes.append(
+            f"skipped {_count(len(stray), ALGOPERF_EVALS + ' file')} outside AlgoPerf's layout "
+            f"{ALGOPERF_LAYOUT}, e.g. {stray[0]}"
+        )
+    return notes
+
+
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+
+
 def load_runs(
     paths: Sequence[str | os.PathLike],
     *,
@@ -261,6 +296,8 @@ def load_runs(
 
     `algoperf_version` picks the targets used for AlgoPerf-layout runs. `on_error` is "raise"
     (a `RunRecordError` naming the first bad file) or "warn" (skip bad trials, with a warning).
+    Either way, empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's
+    layout are skipped with one warning each (a count and an example path).
     `max_workers` > 1 reads files in threads: it helps on network filesystems, not on a local
     disk (parsing holds the GIL).
     """
@@ -280,9 +317,13 @@ def load_runs(
 
     notes: list[str] = []
     trials: list[TrialRecord] = []
+    empty: list[str] = []
+    stray: list[str] = []
     for (trial_dir, _), item in zip(found, parsed):
         if item is None:
-            notes.append(f"{trial_dir}: no {TIMETRIAL_META} or {ALGOPERF_EVALS}; not a trial, skipped")
+            empty.append(trial_dir)
+        elif isinstance(item, OutsideLayout):
+            stray.append(item.path)
         elif isinstance(item, RunRecordError):
             if on_error != "warn":
                 raise item
@@ -290,6 +331,7 @@ def load_runs(
         else:
             trials.append(item)
             notes.extend(item.notes)
+    notes[:0] = _skipped_notes(empty, stray)
     keep = _check_duplicates(trials, _entry_names(trials), on_error, notes)
     trials = [trials[i] for i in keep]
     # TimeTrial trials first, then AlgoPerf ones: the eval rows come out sorted by trial_id.
@@ -342,29 +384,66 @@ def hyperparameters(runs: Runs) -> pd.DataFrame:
 
 
 def hardware_groups(runs: Runs) -> pd.DataFrame:
-    """One row per hardware fingerprint: its description, trial count, entries and run paths."""
+    """One row per hardware class (accelerator model and count for accelerator runs, the full
+    fingerprint otherwise): its description, host CPUs with trial counts, trials, entries, run paths."""
     t = runs.trials
     rows = []
-    for fingerprint, group in t.groupby(t["hardware"].astype(str), sort=True):
+    for hw_class, group in t.groupby(t["hardware_class"].astype(str), sort=True):
+        accelerator = _is_accelerator_class(group)
+        cpu_only_desc = ", ".join(sorted(group["hardware_desc"].astype(str).unique()))
         rows.append(
             {
-                "hardware": fingerprint,
-                "description": ", ".join(sorted(group["hardware_desc"].astype(str).unique())),
+                "hardware_class": hw_class,
+                "description": hw_class if accelerator else cpu_only_desc,
+                "fingerprints": sorted(group["hardware"].astype(str).unique()),
+                "host_cpus": _host_cpus(group) if accelerator else [],
                 "trials": len(group),
                 "entries": sorted(group["entry"].astype(str).unique()),
                 "roots": sorted(group["root"].astype(str).unique()),
                 "example": str(group["trial_dir"].iloc[0]),
             }
         )
-    return pd.DataFrame(rows, columns=["hardware", "description", "trials", "entries", "roots", "example"])
+    columns = ["hardware_class", "description", "fingerprints", "host_cpus", "trials", "entries", "roots", "example"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _is_accelerator_class(group: pd.DataFrame) -> bool:
+    """True when the class is an accelerator model and count (a CPU-only class is its fingerprint)."""
+    return bool((group["hardware_class"].astype(str) != group["hardware"].astype(str)).all())
+
+
+def _host_cpus(group: pd.DataFrame) -> list[tuple[str, int]]:
+    """(host CPU, trial count) of an accelerator class's trials, most trials first."""
+    counts = group["host_cpu"].astype(object).fillna("unknown CPU").astype(str).value_counts()
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def describe_hardware(group) -> str:
+    """One hardware class in words: '8 x V100 (host CPUs differ, not compared: A (3 trials), B (2
+    trials))', or a CPU description with its fingerprint."""
+    if not group.host_cpus:
+        return f"{group.description} (fingerprint {', '.join(group.fingerprints)})"
+    note = host_cpu_note(group.host_cpus)
+    return f"{group.description}" + (f" ({note})" if note else f" on {group.host_cpus[0][0]}")
+
+
+def host_cpu_note(host_cpus: list[tuple[str, int]]) -> str | None:
+    """'host CPUs differ, not compared: A (3 trials), B (2 trials)', or None for a single host CPU."""
+    if len(host_cpus) < 2:
+        return None
+    listed = ", ".join(f"{cpu} ({_count(n, 'trial')})" for cpu, n in host_cpus)
+    return f"host CPUs differ, not compared: {listed}"
 
 
 def mixed_hardware_message(groups: pd.DataFrame) -> str:
-    """Which runs come from which hardware, in one line."""
+    """Which runs come from which hardware class, in one line."""
     parts = []
     for g in groups.itertuples():
         parts.append(
-            f"{g.hardware} ({g.description}): {g.trials} trials of {', '.join(g.entries)} "
+            f"{describe_hardware(g)}: {g.trials} trials of {', '.join(g.entries)} "
             f"under {', '.join(g.roots)}, e.g. {g.example}"
         )
-    return f"run records come from {len(groups)} different hardware fingerprints: " + "; ".join(parts)
+    return (
+        f"run records come from {len(groups)} different hardware classes (accelerator model and count "
+        "for accelerator runs, the full fingerprint for CPU-only runs): " + "; ".join(parts)
+    )

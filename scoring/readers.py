@@ -6,7 +6,11 @@ object per evaluation), `summary.json`. AlgoPerf: `eval_measurements.csv` under
 `meta_data_0.json` (seed, hardware) and `flags_0.json` (ruleset) when present.
 
 Every problem raises `RunRecordError` naming the file; a truncated last line (which a killed
-process can leave) is an error, or, with on_error="warn", dropped with a note.
+process can leave) is an error, or, with on_error="warn", dropped with a note. An
+eval_measurements.csv outside AlgoPerf's layout raises `OutsideLayout`, which loading skips.
+
+Each trial carries its hardware `fingerprint` (as recorded) and its `hardware_class`, what
+scoring compares: accelerator model and count for accelerator runs, the fingerprint otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ ALGOPERF_EVALS = "eval_measurements.csv"
 HPARAMS = "hparams.json"
 SUMMARY = "summary.json"
 REQUIRED_COLUMNS = ("global_step", "accumulated_submission_time")
+ALGOPERF_LAYOUT = "<submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/"
 _WORKLOAD_DIR = re.compile(r"^(?P<workload>.+)_(?P<framework>jax|pytorch)(?:-\d{4}(?:-\d{2}){5})?$")
 _STUDY_DIR = re.compile(r"^study_(\d+)$")
 TRIAL_DIR = re.compile(r"^trial_(\d+)$")
@@ -57,6 +62,11 @@ class RunRecordError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class OutsideLayout(RunRecordError):
+    """An eval_measurements.csv that is not at AlgoPerf's `<submission>/study_<k>/<workload>_<jax|pytorch>/
+    trial_<i>/` (AlgoPerf's published logs hold such stray copies); loading skips it with a note."""
+
+
 @dataclass
 class TrialRecord:
     """One trial as read from disk (metadata, and its evaluations as arrays or CSV text)."""
@@ -76,8 +86,10 @@ class TrialRecord:
     max_runtime_sec: float | None = None
     ruleset: str | None = None
     seed: int | None = None
-    hardware: str = "unknown"
+    hardware: str = "unknown"  # the fingerprint as recorded (CPU, accelerator, ...)
     hardware_desc: str = "unknown"
+    hardware_class: str = "unknown"  # what scoring compares: see `hardware_class_of`
+    host_cpu: str | None = None
     hparams: str | None = None
     status: str | None = None
     summary_time_to_target: float | None = None
@@ -136,6 +148,22 @@ def _as_float(value: object, path: str, key: str) -> float | None:
 
 def _hardware_fingerprint(*parts: object) -> str:
     return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def accelerator_class(model: str, count: object) -> str:
+    """The hardware class of an accelerator run, e.g. '8 x Tesla V100-SXM2-16GB' (the same
+    string for TimeTrial's `accelerator`/`num_devices` and AlgoPerf's `gpu_model_name`/`gpu_count`)."""
+    try:
+        n = str(int(count)) if count is not None and not isinstance(count, bool) else "?"
+    except (TypeError, ValueError):
+        n = str(count)
+    return f"{n} x {str(model).strip()}"
+
+
+def hardware_class_of(fingerprint: str, accelerator: object, count: object) -> str:
+    """What runs are compared by: accelerator model and count when there is an accelerator (the
+    host CPU does not matter), else the full fingerprint."""
+    return accelerator_class(accelerator, count) if accelerator else fingerprint
 
 
 def _canonical_hparams(path: str) -> str | None:
@@ -232,8 +260,9 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
     hardware = meta.get("hardware") or {}
     if not isinstance(hardware, dict):
         raise RunRecordError(meta_path, "hardware must be a JSON object")
-    gpu = hardware.get("gpu") or hardware.get("accelerator")
+    gpu = hardware.get("accelerator") or hardware.get("gpu")
     desc = f"{hardware.get('cpu', '?')} / {gpu or 'no GPU'} x{hardware.get('num_devices', '?')}"
+    fingerprint = str(hardware.get("fingerprint") or "unknown")
     try:
         study, trial = int(meta["study"]), int(meta["trial"])
     except (TypeError, ValueError):
@@ -257,8 +286,10 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         max_runtime_sec=_as_float(meta.get(budget_key), meta_path, budget_key),
         ruleset=meta.get("ruleset"),
         seed=meta.get("rng_seed"),
-        hardware=str(hardware.get("fingerprint") or "unknown"),
+        hardware=fingerprint,
         hardware_desc=desc,
+        hardware_class=hardware_class_of(fingerprint, gpu, hardware.get("num_devices")),
+        host_cpu=hardware.get("cpu"),
     )
     if t.validation_target is None:
         raise RunRecordError(meta_path, "validation_target_value is null")
@@ -327,10 +358,7 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
     wl = _WORKLOAD_DIR.match(parts[-2]) if len(parts) >= 4 else None
     study = _STUDY_DIR.match(parts[-3]) if len(parts) >= 4 else None
     if not (wl and study):
-        raise RunRecordError(
-            csv_path,
-            "not in AlgoPerf's layout <submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/",
-        )
+        raise OutsideLayout(csv_path, f"not in AlgoPerf's layout {ALGOPERF_LAYOUT}")
     workload = wl["workload"]
     try:
         target = targets.get(workload)
@@ -358,6 +386,8 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
         if cpu or gpu:
             t.hardware = _hardware_fingerprint(cpu, gpu, n)
             t.hardware_desc = f"{cpu or '?'} / {gpu or 'no GPU'} x{n if n is not None else '?'}"
+            t.hardware_class = hardware_class_of(t.hardware, gpu, n)
+            t.host_cpu = cpu
     flags = _json_object(os.path.join(d, "flags_0.json"))
     if flags is not None:
         t.ruleset = flags.get("tuning_ruleset")

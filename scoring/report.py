@@ -8,8 +8,12 @@ inlined), CSVs (scores, times, studies, trials, profiles, comparisons) and PNG +
 (performance profiles, time-to-target per workload, validation curves per workload).
 
 Refuses, with one error line and a nonzero exit: paths without run records, runs from different
-hardware fingerprints (unless --allow_mixed_hardware), and existing output files (unless
+hardware classes (unless --allow_mixed_hardware), and existing output files (unless
 --overwrite; other files in --out are never touched). Every file is written atomically.
+A hardware class is the accelerator model and count for accelerator runs (runs that differ only
+in host CPU are scored together, and the report names the host CPUs) and the full fingerprint
+for CPU-only runs. Empty trial directories and eval_measurements.csv files outside AlgoPerf's
+layout are skipped with one warning line each.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from pathlib import Path
 from harness.records import atomic_write_bytes
 from scoring import plots
 from scoring.html import render_page
-from scoring.ingest import RunRecordError, Runs, hardware_groups, load_runs, mixed_hardware_message
+from scoring.ingest import (
+    RunRecordError,
+    Runs,
+    describe_hardware,
+    hardware_groups,
+    load_runs,
+    mixed_hardware_message,
+)
 from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
 from scoring.markdown import render_markdown
 from scoring.tables import comparisons_table, describe_mode, leaderboard_table, tidy_times, times_table
@@ -64,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    p.add_argument("--allow_mixed_hardware", action="store_true", help="score runs from different hardware together")
+    p.add_argument(
+        "--allow_mixed_hardware",
+        action="store_true",
+        help="score runs from different hardware classes together (accelerator model and count; "
+        "the full fingerprint for CPU-only runs)",
+    )
     p.add_argument(
         "--skip_bad_records", action="store_true", help="warn about and skip unreadable trials instead of failing"
     )
@@ -116,7 +132,7 @@ def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str |
     layouts = ", ".join(sorted(runs.trials["layout"].astype(str).unique()))
     roots = ", ".join(str(Path(r).resolve()) for r in args.runs)
     groups = hardware_groups(runs)
-    hardware = mixed or "; ".join(f"{g.description} (fingerprint {g.hardware})" for g in groups.itertuples())
+    hardware = mixed or "; ".join(describe_hardware(g) for g in groups.itertuples())
     meta = {
         "Scoring": describe_mode(board),
         "Suite": f"{len(board.suite)} workloads: {suite}",
@@ -232,7 +248,8 @@ def run(args: argparse.Namespace) -> Leaderboard:
             args.runs, algoperf_version=args.algoperf_version, on_error="warn" if args.skip_bad_records else "raise"
         )
     if runs.trials.empty:
-        raise ReportError(f"no run records found under {', '.join(args.runs)}")
+        skipped = f" ({'; '.join(runs.warnings)})" if runs.warnings else ""
+        raise ReportError(f"no run records found under {', '.join(args.runs)}{skipped}")
     groups = hardware_groups(runs)
     mixed = None
     if len(groups) > 1:

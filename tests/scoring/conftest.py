@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import ALGOPERF_LEADING_COLUMNS as ALGOPERF_LEADING
+from harness.records import ALGOPERF_FIXED_COLUMNS
 
 
 def curve(times, values, metric="validation/error_rate", steps=None, extra=None):
@@ -48,7 +48,9 @@ def reaching(time, target=0.1, direction="min", metric="validation/error_rate", 
 
 class Records:
     """Writes trials under `root` (`timetrial`, `algoperf` return the trial directory);
-    `curve` and `reaching` build evaluation rows."""
+    `curve` and `reaching` build evaluation rows. `timetrial(hardware=...)` is the fingerprint
+    (with `cpu`, `accelerator`, `num_devices` as harness/environment.py records them);
+    `algoperf(hardware=(cpu, gpu, count))` writes AlgoPerf's meta_data_0.json."""
 
     curve = staticmethod(curve)
     reaching = staticmethod(reaching)
@@ -74,6 +76,9 @@ class Records:
         experiment="exp",
         max_runtime=1000.0,
         eval_text=None,
+        cpu=None,
+        accelerator=None,
+        num_devices=1,
     ):
         d = self.root / experiment / f"{workload}_{framework}" / submission / f"study_{study}" / f"trial_{trial}"
         d.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,15 @@ class Records:
             "trial": trial,
             "ruleset": "external",
             "rng_seed": 1000 * study + trial,
-            "hardware": {"fingerprint": hardware, "cpu": f"cpu-{hardware}", "gpu": None, "num_devices": 1},
+            "hardware": {  # as harness/environment.py writes it
+                "cpu": cpu or f"cpu-{hardware}",
+                "cpu_count": 2,
+                "memory_gib": 8,
+                "machine": "x86_64",
+                "accelerator": accelerator,
+                "num_devices": num_devices,
+                "fingerprint": hardware,
+            },
             "software": {"python": "3.11"},
             "git_commit": None,
             "flags": {},
@@ -125,7 +138,7 @@ class Records:
         d.mkdir(parents=True, exist_ok=True)
         if text is None:
             metrics = sorted({k for r in rows for k in r if "/" in k})
-            columns = [*ALGOPERF_LEADING, *metrics]
+            columns = sorted({*ALGOPERF_FIXED_COLUMNS, *metrics})  # AlgoPerf's logger sorts the header
             with open(d / "eval_measurements.csv", "w", newline="") as f:
                 writer = csv.writer(f, lineterminator="\n")
                 writer.writerow(columns)
@@ -137,12 +150,9 @@ class Records:
         if hparams is not None:
             (d / "hparams.json").write_text(json.dumps(hparams))
         if hardware is not None:
-            meta = {
-                "rng_seed": 7,
-                "cpu_model_name": hardware[0],
-                "gpu_model_name": hardware[1],
-                "gpu_count": hardware[2],
-            }
+            meta = {"rng_seed": 7, "cpu_model_name": hardware[0], "cpu_count": 8}
+            if hardware[1] is not None:  # AlgoPerf's logger writes the GPU keys only when it sees a GPU
+                meta.update(gpu_model_name=hardware[1], gpu_count=hardware[2], gpu_driver="535.104.05")
             (d / "meta_data_0.json").write_text(json.dumps(meta))
         return d
 

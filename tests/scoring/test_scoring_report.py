@@ -67,13 +67,13 @@ def test_refuses_mixed_hardware_and_says_which_runs(records, tmp_path, capsys):
     root = records.standard_tree(hardware=("hw-a", "hw-a", "hw-b"))
     code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and err.count("\n") == 1
-    assert "2 different hardware fingerprints" in err
-    assert f"hw-a (cpu-hw-a / no GPU x1): 24 trials of baseline, fast under {root}" in err
-    assert f"hw-b (cpu-hw-b / no GPU x1): 12 trials of slow under {root}" in err
+    assert "2 different hardware classes" in err
+    assert f"cpu-hw-a / no GPU x1 (fingerprint hw-a): 24 trials of baseline, fast under {root}" in err
+    assert f"cpu-hw-b / no GPU x1 (fingerprint hw-b): 12 trials of slow under {root}" in err
     assert "--allow_mixed_hardware" in err
     code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_hardware"], capsys)
     assert code == 0
-    assert "different hardware fingerprints" in (tmp_path / "r" / "leaderboard.md").read_text()
+    assert "2 different hardware classes" in (tmp_path / "r" / "leaderboard.md").read_text()
 
 
 def test_no_records_and_bad_records(records, tmp_path, capsys):

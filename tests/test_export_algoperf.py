@@ -1,0 +1,136 @@
+"""`python -m harness.export_algoperf`: AlgoPerf's eval_measurements.csv, header and all.
+
+The headers below are transcribed from AlgoPerf's own logs (mlcommons/submissions_algorithms,
+commit 12c8e4ea, previous_leaderboards/algoperf_v05/logs/external_tuning/baseline/study_2/
+<workload>_jax/trial_1/eval_measurements.csv, first line). AlgoPerf's logger
+(algoperf/logger_utils.py, write_to_csv) sorts the header by name; `Workload.eval_model`
+(algoperf/spec.py) adds validation/num_examples and test/num_examples to every evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from harness.export_algoperf import main as export_main
+from harness.records import TrialRecord
+
+ALGOPERF_HEADERS = {
+    "wmt": "accumulated_eval_time,accumulated_logging_time,accumulated_submission_time,global_step,"
+    "preemption_count,score,test/accuracy,test/bleu,test/loss,test/num_examples,total_duration,"
+    "train/accuracy,train/bleu,train/loss,validation/accuracy,validation/bleu,validation/loss,"
+    "validation/num_examples",
+    "ogbg": "accumulated_eval_time,accumulated_logging_time,accumulated_submission_time,global_step,"
+    "preemption_count,score,test/accuracy,test/loss,test/mean_average_precision,test/num_examples,"
+    "total_duration,train/accuracy,train/loss,train/mean_average_precision,validation/accuracy,"
+    "validation/loss,validation/mean_average_precision,validation/num_examples",
+    "criteo1tb": "accumulated_eval_time,accumulated_logging_time,accumulated_submission_time,global_step,"
+    "preemption_count,score,test/loss,test/num_examples,total_duration,train/loss,validation/loss,"
+    "validation/num_examples",
+}
+SIZES = {"num_validation_examples": 400, "num_test_examples": 300}
+
+
+def eval_rows(metrics, n=3):
+    """`n` evaluation rows as harness/trial.py writes them, with the given metric names."""
+    return [
+        {
+            "global_step": 10 * (i + 1),
+            "accumulated_submission_time": 1.5 * (i + 1),
+            "accumulated_eval_time": 0.5 * (i + 1),
+            "accumulated_logging_time": 0.01 * (i + 1),
+            "total_duration": 2.25 * (i + 1),
+            "preemption_count": 0,
+            **{m: 0.1 * (i + 1) for m in metrics},
+        }
+        for i in range(n)
+    ]
+
+
+def write_trial(root, rows, meta, workload="toy", submission="algo", study=0, trial=1):
+    record = TrialRecord(root / "exp" / f"{workload}_pytorch" / submission / f"study_{study}" / f"trial_{trial}")
+    record.write_meta({"workload": workload, "framework": "pytorch", "submission": submission, **meta})
+    for row in rows:
+        record.add_eval(row)
+    return exported_csv(root, workload, submission, study, trial)
+
+
+def exported_csv(root, workload, submission, study, trial):
+    trial_dir = root / "logs" / submission / f"study_{study}" / f"{workload}_pytorch" / f"trial_{trial}"
+    return trial_dir / "eval_measurements.csv"
+
+
+def export(root):
+    return export_main([str(root / "exp"), "--out", str(root / "logs")])
+
+
+@pytest.mark.parametrize("workload", sorted(ALGOPERF_HEADERS))
+def test_header_is_algoperf_header(tmp_path, workload):
+    """Rows with the metrics AlgoPerf measures on `workload` export to AlgoPerf's exact header,
+    with validation/num_examples and test/num_examples on every row, score = submission time."""
+    header = ALGOPERF_HEADERS[workload]
+    metrics = [c for c in header.split(",") if "/" in c and not c.endswith("/num_examples")]
+    path = write_trial(tmp_path, eval_rows(metrics), SIZES, workload=workload)
+    assert export(tmp_path) == 0
+    text = path.read_text()
+    assert text.splitlines()[0] == header
+    rows = list(csv.DictReader(text.splitlines()))
+    assert [r["validation/num_examples"] for r in rows] == ["400"] * 3
+    assert [r["test/num_examples"] for r in rows] == ["300"] * 3
+    assert [float(r["score"]) for r in rows] == [1.5, 3.0, 4.5]
+    assert [r["score"] for r in rows] == [r["accumulated_submission_time"] for r in rows]
+
+
+def test_no_train_bleu_unless_measured(tmp_path):
+    """TimeTrial's bible_translation decodes only validation and test: no train/bleu column is
+    made up (AlgoPerf's wmt has one because it decodes the train subset too)."""
+    metrics = ["train/accuracy", "train/loss", "validation/accuracy", "validation/bleu", "validation/loss",
+               "test/accuracy", "test/bleu", "test/loss"]
+    path = write_trial(tmp_path, eval_rows(metrics), SIZES, workload="bible_translation")
+    assert export(tmp_path) == 0
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == [c for c in ALGOPERF_HEADERS["wmt"].split(",") if c != "train/bleu"]
+
+
+def test_meta_without_sizes_exports_without_them_and_warns_once(tmp_path, capsys):
+    """Records from before meta.json carried num_validation_examples/num_test_examples: exported
+    without the num_examples columns, one warning line for all of them."""
+    for study in range(2):
+        write_trial(tmp_path, eval_rows(["validation/loss"]), {}, study=study)
+    assert export(tmp_path) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: 2 trials' meta.json lack num_validation_examples")
+    header = exported_csv(tmp_path, "toy", "algo", 1, 1).read_text().splitlines()[0]
+    assert "num_examples" not in header and header.split(",") == sorted(header.split(","))
+
+
+@pytest.mark.parametrize(
+    "meta, eval_text, message",
+    [
+        ({"num_validation_examples": "400", "num_test_examples": 300}, None,
+         "meta.json: num_validation_examples must be a positive integer, got '400'"),
+        ({"num_validation_examples": 400, "num_test_examples": 0}, None,
+         "meta.json: num_test_examples must be a positive integer, got 0"),
+        (SIZES, '{"global_step": 1, "accumulated_submission_time": 1.0}\n{"global_st',
+         "eval.jsonl: malformed JSON on line 2"),
+        (SIZES, '{"global_step": 1}\n', "eval.jsonl: line 1 is not an evaluation row"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_nothing_written(tmp_path, capsys, meta, eval_text, message):
+    write_trial(tmp_path, eval_rows(["validation/loss"]), SIZES, study=0)  # a good trial beside it
+    write_trial(tmp_path, eval_rows(["validation/loss"]), meta, study=1)
+    if eval_text is not None:
+        (tmp_path / "exp" / "toy_pytorch" / "algo" / "study_1" / "trial_1" / "eval.jsonl").write_text(eval_text)
+    assert export(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_meta_json_that_is_not_an_object(tmp_path, capsys):
+    write_trial(tmp_path, eval_rows(["validation/loss"]), SIZES)
+    (tmp_path / "exp" / "toy_pytorch" / "algo" / "study_0" / "trial_1" / "meta.json").write_text(json.dumps([1]))
+    assert export(tmp_path) == 2
+    assert "meta.json: must be a JSON object" in capsys.readouterr().err
