@@ -68,7 +68,10 @@ def harness_loop(workload, point: dict, steps: int) -> float:
     workload.eval_period_time_sec = math.inf  # evaluate after step 1 and at the last step only
     with tempfile.TemporaryDirectory() as tmp:
         record = TrialRecord(Path(tmp))
-        run_trial(workload, load_submission("nadamw", "pytorch"), point, SEED, math.inf, record, _Silent(), steps)
+        submission = load_submission("nadamw", "pytorch")
+        outcome = run_trial(workload, submission, point, SEED, math.inf, record, _Silent(), steps)
+        if outcome.status == "failed":
+            raise RuntimeError(f"the harness run failed at step {outcome.global_step}:\n{outcome.error}")
         first, last = record.eval_rows[0], record.eval_rows[-1]
     return (last["accumulated_submission_time"] - first["accumulated_submission_time"]) / (steps - 1)
 

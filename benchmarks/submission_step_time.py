@@ -57,7 +57,7 @@ class Trial:
         seeds = trial_seeds(SEED)
         point = search_space.draw(search_space.load(self.submission.search_space_path), 1, seed=SEED)[0]
         self.hyperparameters = spec.make_hyperparameters({**point, **{k: 0.0 for k in SAME_FOR_ALL if k in point}})
-        self.queue = workload._build_input_queue(seeds["data"], "train", "", self.submission.batch_size(workload))
+        self.queue = workload._build_input_queue(seeds["data"], "train", "", self.submission.batch_size(workload)[0])
         self.model, self.model_state = workload.init_model_fn(seeds["model"])
         self.optimizer_state = self.submission.init_optimizer_state(
             workload, self.model, self.model_state, self.hyperparameters, seeds["optimizer"]

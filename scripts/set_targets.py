@@ -62,8 +62,10 @@ def _run(workload_name: str, data_dir: str, point: dict, seed: int, fraction: fl
     workload.step_hint = max(1, round(fraction * workload.step_hint))
     with tempfile.TemporaryDirectory() as tmp:
         record = TrialRecord(Path(tmp))
-        run_trial(workload, load_submission("nadamw", "pytorch"), point, seed, math.inf, record, _Quiet(),
-                  max_global_steps=workload.step_hint)
+        outcome = run_trial(workload, load_submission("nadamw", "pytorch"), point, seed, math.inf, record, _Quiet(),
+                            max_global_steps=workload.step_hint)
+        if outcome.status == "failed":
+            raise RuntimeError(f"the NAdamW run failed at step {outcome.global_step}:\n{outcome.error}")
         return record.eval_rows
 
 
