@@ -14,6 +14,8 @@ Exit status 1 means a trial failed or was interrupted; 0 otherwise.
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +44,8 @@ flags.DEFINE_string("experiment_dir", "experiments", "Root directory of run reco
 flags.DEFINE_string("experiment_name", "default", "Experiment name: a directory under --experiment_dir.")
 flags.DEFINE_string("data_dir", str(Path.home() / ".cache" / "timetrial" / "data"),
                     "Where datasets are looked for (and downloaded to, when allowed).")
-flags.DEFINE_integer("rng_seed", 0, "Base seed; trial seeds and draws derive from it, the study and the trial.")
+flags.DEFINE_integer("rng_seed", 0, "Base seed; trial seeds and draws derive from it, the study and the trial.",
+                     lower_bound=0)
 flags.DEFINE_integer("max_global_steps", None, "Stop each trial after this many steps.", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Delete existing records of the trials to run instead of refusing.")
 flags.DEFINE_boolean("rerun_failed", False, "Rerun trials recorded as failed (their old records are removed).")
@@ -54,6 +57,9 @@ flags.DEFINE_string("ray_address", None, "Address of an existing Ray cluster; de
 flags.DEFINE_float("trial_timeout_sec", None,
                    "Per-trial wall-clock limit; default 3 x the trial's budget + 300 s.", lower_bound=1)
 flags.DEFINE_float("trial_memory_gb", None, "Per-trial resident-memory limit (worker and children).", lower_bound=0.1)
+for _name in ("trial_timeout_sec", "trial_memory_gb"):
+    flags.register_validator(_name, lambda value: value is None or math.isfinite(value),
+                             message=f"--{_name} must be a finite number")
 
 
 def _space(submission) -> list | dict | None:
@@ -68,6 +74,18 @@ def _space(submission) -> list | dict | None:
             "or use --tuning_ruleset self"
         )
     return search_space.load(path)
+
+
+def _check_writable(root: Path) -> None:
+    """The run records' root exists (made now if need be) as a directory this process can write."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserInputError(f"cannot write run records under {root}: {exc.strerror or exc} "
+                             "(check --experiment_dir and --experiment_name)") from None
 
 
 def _refuse_shared_names(resolved: list[tuple[str, Path]]) -> None:
@@ -147,6 +165,8 @@ def main(argv: list[str]) -> int:
     for experiment in {id(t.experiment): t.experiment for t in planned}.values():
         experiment.workload.data_hash()  # a missing dataset fails here, before any record is touched
     to_run = [t for t in planned if t.action != "skip"]
+    if to_run:
+        _check_writable(Path(FLAGS.experiment_dir) / FLAGS.experiment_name)
     for trial in to_run:
         prepare(trial)
     outcomes = execute(to_run)

@@ -156,6 +156,8 @@ def submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
                 raise UserInputError(f"submission folder {path.parent} has neither {filename} nor {ALGOPERF_FILE}")
         if not path.is_file():
             raise UserInputError(f"submission file {path} does not exist")
+        if path.suffix != ".py":
+            raise UserInputError(f"submission file {path} is not a Python file (.py)")
         path = path.resolve()
         name = path.parent.name if path.name in (filename, ALGOPERF_FILE) else path.stem
         return name, path

@@ -5,7 +5,8 @@ overhead are timed; initialisation, evaluation and logging are not. An evaluatio
 step 1 and then once `eval_period_time_sec` of wall time has passed since the previous one ended.
 The budget is checked at evaluation points: no evaluation is recorded past it. The trial ends
 when the budget is spent, when validation and test targets are both met, at `max_global_steps`,
-when the submission raises `TrainingCompleteError`, or at once on a non-finite training loss.
+when the submission raises `TrainingCompleteError`, or at once on a non-finite training loss (or,
+at an evaluation, a non-finite validation loss or target metric).
 An exception of the submission ends the trial as failed, with the step it reached.
 
 AlgoPerf extras: `update_params` gets a read-only `train_state` when its signature declares one;
@@ -63,14 +64,24 @@ class TrialOutcome:
         self.status, self.stop_reason = "failed", f"{type(exc).__name__}: {exc}"
         self.error = "".join(traceback.format_exception(exc))
 
-    def observe(self, workload: spec.Workload, step: int, submission_time: float, results: dict) -> None:
-        """Fold one evaluation into the best value, the time-to-target and the test-target flag."""
+    def observe(self, workload: spec.Workload, step: int, submission_time: float, results: dict) -> bool:
+        """Fold one evaluation into the best value, the time-to-target and the test-target flag.
+
+        Returns False, and ends the outcome as diverged, when the validation loss or target metric is
+        not finite (whatever the training loss said: a submission need not call `loss_fn`)."""
         value = results[f"validation/{workload.target_metric_name}"]
+        keys = (f"validation/{workload.target_metric_name}", "validation/loss")
+        bad = next((key for key in keys if key in results and not math.isfinite(results[key])), None)
+        if bad is not None:
+            self.status = "diverged" if self.time_to_target is None else self.status
+            self.stop_reason = f"non-finite {bad} ({results[bad]}) at the evaluation after step {step}"
+            return False
         if math.isfinite(value) and (self.best_validation is None or workload.meets_target(value, self.best_validation)):
             self.best_validation = value
         if self.time_to_target is None and workload.has_reached_validation_target(results):
             self.status, self.time_to_target, self.steps_to_target = "reached", submission_time, step
         self.test_target_reached = self.test_target_reached or workload.has_reached_test_target(results)
+        return True
 
 
 class Progress(Protocol):
@@ -235,7 +246,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             )
         with clock.untimed("logging"):
             eval_results.append((step, results))
-            outcome.observe(workload, step, clock.submission_time, results)
+            finite = outcome.observe(workload, step, clock.submission_time, results)
             row = _eval_row(step, clock, results, preemptions)
             if checkpoint is not None:
                 loop = {"global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
@@ -249,6 +260,8 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             train_rows = []
             record.write_summary(outcome.summary())
             progress.on_eval(step, row, clock)
+        if not finite:
+            break
         if outcome.time_to_target is not None and outcome.test_target_reached:
             outcome.stop_reason = "validation and test targets reached"
             break

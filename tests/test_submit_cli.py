@@ -101,6 +101,11 @@ def test_a_skipped_trial_is_described_with_the_target_it_recorded(toy_args, tmp_
         ({"--num_tuning_trials": "0"}, None, "num_tuning_trials"),
         ({"--tuning_ruleset": "sometimes"}, None, "tuning_ruleset"),
         ({"--num_tuning_trials": "3"}, '[{"learning_rate": 0.1}]', "3 trials asked for but the search space lists 1"),
+        ({"--submission": "/etc/hostname"}, None, "submission file /etc/hostname is not a Python file (.py)"),
+        ({"--submission": "/etc/passwd"}, None, "submission file /etc/passwd is not a Python file (.py)"),
+        ({"--rng_seed": "-5"}, None, "--rng_seed=-5: -5 is not a non-negative integer"),
+        ({"--trial_memory_gb": "nan"}, None, "--trial_memory_gb must be a finite number"),
+        ({"--trial_timeout_sec": "nan"}, None, "--trial_timeout_sec must be a finite number"),
     ],
 )
 def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(toy_args, tmp_path, replace, content, message):
@@ -119,6 +124,17 @@ def test_bad_input_gives_one_error_line_exit_2_and_writes_nothing(toy_args, tmp_
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert snapshot(tmp_path / "runs") == {"e/keep.txt": b"earlier work"}
+
+
+def test_an_experiment_dir_that_cannot_hold_records_is_one_error_line(toy_args, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    args = list(toy_args)
+    args[args.index("--experiment_dir") + 1] = str(blocker)
+    result = run_submit(*args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot write run records under {blocker / 'e'}: Not a directory")
+    assert blocker.read_text() == "not a directory"
 
 
 def test_missing_data_names_the_package_to_install(tmp_path):

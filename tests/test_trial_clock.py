@@ -114,6 +114,27 @@ def test_a_non_finite_training_loss_ends_the_trial_at_once_as_diverged(timed_wor
     assert outcome.time_to_target is None
 
 
+def test_parameters_made_non_finite_without_a_loss_end_the_trial_as_diverged_at_the_evaluation(
+    toy_workload, fake_time, tmp_path
+):
+    def update_params(workload, params, types, model_state, hp, batch, loss_type, opt_state, evals, step, rng):
+        if step == 2:
+            with torch.no_grad():
+                for p in params.parameters():
+                    p.fill_(float("nan"))
+        return opt_state, params, model_state
+
+    submission = Submission(name="nan", path=__file__, init_optimizer_state=lambda *args: {},
+                            update_params=update_params, prepare_for_eval=None,
+                            data_selection=default_data_selection, get_batch_size=None)
+    toy_workload.eval_period_time_sec = 0.0  # evaluate after every step
+    outcome, rows = run(toy_workload, submission, fake_time, tmp_path)
+    assert outcome.status == "diverged" and outcome.global_step == 3 and [r["global_step"] for r in rows] == [1, 2, 3]
+    assert outcome.stop_reason == "non-finite validation/error_rate (nan) at the evaluation after step 3" or \
+        outcome.stop_reason == "non-finite validation/loss (nan) at the evaluation after step 3"
+    assert outcome.best_validation == rows[1]["validation/error_rate"]
+
+
 def test_training_complete_signal_gets_a_final_evaluation(timed_workload, fake_time, tmp_path):
     outcome, rows = run(timed_workload, sleepy_submission(fake_time, raise_at_step=5), fake_time, tmp_path)
     assert [r["global_step"] for r in rows] == [1, 4, 5]
