@@ -47,6 +47,9 @@ flags.DEFINE_string("data_dir", str(Path.home() / ".cache" / "timetrial" / "data
 flags.DEFINE_integer("rng_seed", 0, "Base seed; trial seeds and draws derive from it, the study and the trial.",
                      lower_bound=0)
 flags.DEFINE_integer("max_global_steps", None, "Stop each trial after this many steps.", lower_bound=1)
+flags.DEFINE_integer("eval_every_steps", None,
+                     "Evaluate after step 1 and every N steps instead of every eval_period_time_sec of wall time, "
+                     "so that the same seed gives identical evaluation rows (times aside) on a CPU.", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Delete existing records of the trials to run instead of refusing.")
 flags.DEFINE_boolean("rerun_failed", False, "Rerun trials recorded as failed (their old records are removed).")
 flags.DEFINE_enum("executor", "local", ["local", "ray", "inline"],
@@ -120,7 +123,7 @@ def experiments() -> list[Experiment]:
             framework=FLAGS.framework, submission=submission, ruleset=FLAGS.tuning_ruleset, space=space,
             num_trials=FLAGS.num_tuning_trials if space is not None else 1, num_studies=FLAGS.num_studies,
             root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,
-            max_global_steps=FLAGS.max_global_steps, flags={f.name: f.value for f in key_flags},
+            max_global_steps=FLAGS.max_global_steps, eval_every_steps=FLAGS.eval_every_steps, flags={f.name: f.value for f in key_flags},
         )
         for ref in workload_refs
         for submission, space in zip(submissions, spaces)

@@ -59,6 +59,7 @@ class Experiment:
     root: Path  # <experiment_dir>/<experiment_name>
     rng_seed: int
     max_global_steps: int | None = None
+    eval_every_steps: int | None = None  # None: evaluate by the workload's eval_period_time_sec
     flags: dict = field(default_factory=dict)
 
     @property
@@ -131,6 +132,7 @@ def meta(trial: PlannedTrial) -> dict:
         "hparams": trial.point,
         "budget_sec": experiment.budget_sec,
         "max_global_steps": experiment.max_global_steps,
+        "eval_every_steps": experiment.eval_every_steps,
         "data_dir": str(workload.data_dir.resolve()),
         "data_hash": workload.data_hash(),
         "hardware": environment.hardware(workload.hardware()),

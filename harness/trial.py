@@ -163,25 +163,28 @@ def run_trial(
     max_global_steps: int | None = None,
     checkpoint: Path | None = None,
     now: Callable[[], float] = time.perf_counter,
+    eval_every_steps: int | None = None,
 ) -> TrialOutcome:
     """Train until a stopping rule fires; `record` is complete after every evaluation.
 
     With `checkpoint`, the trial state is saved there after every evaluation (untimed, counted as
     logging), and a trial that finds one resumes from it: timed seconds carried over,
     `preemption_count` one higher. `now` is the clock's time source (tests pass a fake one).
+    With `eval_every_steps`, evaluations follow step 1 and every that many steps instead of the
+    wall clock, so a rerun with the same seed evaluates the same steps.
     An exception raised by the submission (or the workload) returns a failed outcome.
     """
     outcome = TrialOutcome("running")
     try:
         _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint,
-             now, outcome)
+             now, eval_every_steps, outcome)
     except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
         outcome.fail(exc)
     return outcome
 
 
 def _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint, now,
-         outcome: TrialOutcome) -> None:
+         eval_every_steps, outcome: TrialOutcome) -> None:
     """`run_trial`'s loop; it leaves its result in `outcome` (so a failure keeps the step reached)."""
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
@@ -227,8 +230,9 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             train_rows.append({"global_step": step, "loss": loss})
         progress.on_step(step, clock)
         at_max_steps = max_global_steps is not None and step >= max_global_steps
-        if not (step == 1 or at_max_steps or training_complete
-                or clock.seconds_since_last_eval() >= workload.eval_period_time_sec):
+        due = (step % eval_every_steps == 0 if eval_every_steps
+               else clock.seconds_since_last_eval() >= workload.eval_period_time_sec)
+        if not (step == 1 or at_max_steps or training_complete or due):
             continue
         if submission.prepare_for_eval is not None:
             optimizer_state, params, model_state = submission.prepare_for_eval(

@@ -169,6 +169,21 @@ def test_the_same_seed_on_cpu_gives_identical_evaluation_rows(tmp_path):
     assert len(workload_rows[0]) == 6 and workload_rows[0] == workload_rows[1]
 
 
+def test_eval_every_steps_gives_identical_evaluation_rows_whatever_the_wall_clock(tmp_path):
+    metric_rows = []
+    for name, sleep in (("quick", 0.0), ("slow", 0.03)):
+        submission = write(tmp_path / f"sgd_{name}.py", SLOW_SGD.format(sleep=sleep))
+        args = sweep_args(tmp_path, [submission], "--max_global_steps", "12", "--eval_every_steps", "4",
+                          "--experiment_name", name)
+        result = run_submit(*args)
+        assert result.returncode == 0, result.stderr
+        (trial,) = [t for t in trial_dirs(tmp_path) if f"/runs/{name}/" in str(t)]
+        assert json.loads((trial / "meta.json").read_text())["eval_every_steps"] == 4
+        metric_rows.append([{k: v for k, v in r.items() if "/" in k or k == "global_step"} for r in rows(trial)])
+    assert [r["global_step"] for r in metric_rows[0]] == [1, 4, 8, 12]
+    assert metric_rows[0] == metric_rows[1]
+
+
 def test_a_resumed_trial_continues_exactly_where_it_stopped(toy_workload, tmp_path):
     submission = load_submission(str(write(tmp_path / "fine.py", SLOW_SGD.format(sleep=0))), "pytorch")
 
