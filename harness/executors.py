@@ -5,7 +5,8 @@
 * `run_ray` — the same supervision inside Ray tasks, on a local Ray instance or an existing
   cluster (`address`); the trial directories must be on a filesystem the cluster shares.
 
-A worker that crashes, exceeds its wall-clock limit, or grows past its memory limit (resident
+A worker's output goes to its trial's `log.txt`, capped (`harness/capped_log.py`: head and tail
+kept). A worker that crashes, exceeds its wall-clock limit, or grows past its memory limit (resident
 memory of the worker and its children, polled) is killed and its trial recorded as failed with
 the reason; the run goes on. A worker killed from outside by SIGKILL leaves its trial
 *interrupted*: rerunning the command resumes it from its last checkpoint.
@@ -24,6 +25,7 @@ from typing import Callable
 
 import psutil
 
+from harness.capped_log import CappedLog
 from harness.discovery import REPO_ROOT
 from harness.experiment import write_failure
 from harness.records import read_json
@@ -44,13 +46,14 @@ class TrialProcess:
 
     def __init__(self, trial_dir: Path, limits: Limits, stream_output: bool) -> None:
         self.trial_dir, self.limits = trial_dir, limits
-        self._log = None if stream_output else open(trial_dir / "log.txt", "ab")
         python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         self.process = subprocess.Popen(  # same working directory, so relative paths mean the same
             [sys.executable, "-m", "harness.worker", str(trial_dir)],
             env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid()), "PYTHONPATH": python_path},
-            stdout=self._log, stderr=subprocess.STDOUT if self._log else None, start_new_session=True,
+            stdout=None if stream_output else subprocess.PIPE, stderr=None if stream_output else subprocess.STDOUT,
+            start_new_session=True,
         )
+        self._log = None if stream_output else CappedLog(trial_dir / "log.txt", self.process.stdout)
         self.started = time.monotonic()
 
     def _resident_gb(self) -> float:
@@ -76,11 +79,14 @@ class TrialProcess:
     def _finish(self, outcome: str) -> str:
         if self._log is not None:
             self._log.close()
+            self.process.stdout.close()
         return outcome
 
     def _log_tail(self) -> str:
-        path = self.trial_dir / "log.txt"
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if self._log is not None else "(output above)"
+        if self._log is None:
+            return "(output above)"
+        self._log.close()
+        return (self.trial_dir / "log.txt").read_text(errors="replace")[-LOG_TAIL_CHARS:]
 
     def poll(self) -> str | None:
         """None while the trial runs; then 'done', 'failed' or 'interrupted'."""

@@ -184,6 +184,30 @@ def test_eval_every_steps_gives_identical_evaluation_rows_whatever_the_wall_cloc
     assert metric_rows[0] == metric_rows[1]
 
 
+CHATTY = """
+import torch
+
+def make_optimizer(model, hyperparameters, workload):
+    for i in range(250_000):
+        print(f"chatty line {i:06d} " + "x" * 40)
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+"""
+
+
+def test_a_chatty_trial_log_keeps_its_head_and_tail_under_the_cap(tmp_path):
+    from harness.capped_log import HEAD_BYTES, TAIL_BYTES
+
+    chatty, quiet = write(tmp_path / "chatty.py", CHATTY), write(tmp_path / "quiet.py", SLOW_SGD.format(sleep=0))
+    result = run_submit(*sweep_args(tmp_path, [chatty, quiet], "--max_global_steps", "3"))
+    assert result.returncode == 0, result.stderr
+    log = next(t for t in trial_dirs(tmp_path) if "chatty" in str(t)) / "log.txt"
+    text = log.read_bytes()
+    assert HEAD_BYTES + TAIL_BYTES <= len(text) < HEAD_BYTES + TAIL_BYTES + 500  # 250k lines are ~15 MB
+    assert text.startswith(b"chatty line 000000 ")
+    assert text.count(b"[timetrial: ") == 1 and b"bytes of output cut here" in text
+    assert b"chatty line 249999 " in text[-TAIL_BYTES:] and b"step 3" in text[-2000:]
+
+
 def test_a_resumed_trial_continues_exactly_where_it_stopped(toy_workload, tmp_path):
     submission = load_submission(str(write(tmp_path / "fine.py", SLOW_SGD.format(sleep=0))), "pytorch")
 
