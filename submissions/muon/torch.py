@@ -6,8 +6,12 @@ at step_hint scale both learning rates.
     python submit.py --workload kjv_lm --submission muon
 
 Hidden weights are the parameters with two or more dimensions that are neither embeddings nor the
-output layer; convolution kernels are viewed as (out, in·k_h·k_w) matrices, as the reference
-suggests for hidden convolutions.
+output layer. Each is orthogonalised as the matrix (first dimension, all the others), so a convolution
+kernel (out, in, k_h, k_w) as (out, in·k_h·k_w), as the reference does. The update's shape scale
+√max(1, A/B) follows the reference's `muon_update` (KellerJordan/Muon muon.py lines 34-41 at 857d1ad,
+the same rule since fc20399, February 2025, and in the authors' PyPI release muon-optimizer 0.1.0):
+A/B is rows/cols for a matrix but k_h/k_w for a 4-D kernel, whose last two dimensions it reads (1 for
+square kernels). See `shape_scale`.
 """
 
 from __future__ import annotations
@@ -35,13 +39,16 @@ SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
 
 
 def orthogonalize(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, dtype: torch.dtype = NEWTON_SCHULZ_DTYPE):
-    r"""Approximate U Vᵀ of the matrix G = U S Vᵀ with the quintic Newton-Schulz iteration:
+    r"""Approximate U Vᵀ of the matrix G = U S Vᵀ (`update` viewed as (first dimension, the rest)) with the
+    quintic Newton-Schulz iteration:
 
         X ← G / (‖G‖_F + 1e-7)   (transposed when G has more rows than columns)
         repeat `steps` times:  A = X Xᵀ,  B = b A + c A²,  X ← a X + B X
 
     The result has singular values roughly in [0.7, 1.2] rather than exactly 1, which the reference
-    found not to hurt. Returned in `dtype`, shaped like `update`.
+    found not to hurt. Returned in `dtype`, shaped like `update`. The products are formed in the
+    reference's order, B = b·A + (c·A)·A and X = a·X + B·X, each rounded to `dtype` (muon.py lines 25-27),
+    so that the bfloat16 result is the reference's to the bit; a fused addmm rounds differently.
     """
     a, b, c = NEWTON_SCHULZ_COEFFICIENTS
     matrix = update.reshape(update.shape[0], -1)
@@ -50,20 +57,43 @@ def orthogonalize(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, dtype:
     x = x / (x.norm() + 1e-7)
     for _ in range(steps):
         gram = x @ x.mT
-        polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)
-        x = torch.addmm(x, polynomial, x, beta=a)
+        polynomial = b * gram + (c * gram) @ gram
+        x = a * x + polynomial @ x
     return (x.mT if transpose else x).reshape(update.shape)
+
+
+def shape_scale(shape: torch.Size | tuple[int, ...]) -> float:
+    r"""The factor √max(1, A/B) on a hidden tensor's orthogonalised update.
+
+    A matrix (rows, cols), as in the reference: A/B = rows/cols. A 4-D convolution kernel
+    (out, in, k_h, k_w): A/B = k_h/k_w, as the reference's `muon_update` computes it (KellerJordan/Muon
+    muon.py line 40 at 857d1ad: the sizes of the unflattened gradient, after line 38 has flattened only
+    the copy it orthogonalises), i.e. 1 for square kernels. muon.py from 8f71d32 to 28c793b (November
+    2024 to January 2025) scaled by the flattened matrix's out/(in·k_h·k_w) instead, which this
+    submission used to follow; the CIFAR-10 example the reference's README links (cifar10-airbench
+    airbench94_muon.py at 28bff5f, lines 83-85) has no shape scale at all. Other ranks (the 3-D kernels
+    (out, in, k) of a Conv1d), which the reference's `zeropower_via_newtonschulz5` would orthogonalise
+    slice by slice as a stack of (in, k) matrices, are orthogonalised here as the (out, in·k) matrix,
+    as the reference's docstring says of convolution weights, and A/B is that matrix's rows/cols.
+    """
+    if len(shape) == 4:
+        rows, cols = shape[-2], shape[-1]
+    else:
+        rows, cols = shape[0], math.prod(shape[1:])
+    return math.sqrt(max(1.0, rows / cols))
 
 
 class Muon(torch.optim.Optimizer):
     r"""Muon for parameter groups with `use_muon=True`, AdamW for the others.
 
-    Muon groups, with momentum μ, learning rate η and weight decay λ, for a parameter of shape
-    (rows, ...) viewed as a (rows, cols) matrix:
+    Muon groups, with momentum μ, learning rate η and weight decay λ:
         b ← μ b + (1 − μ) g,   u = (1 − μ) g + μ b   (Nesterov)
-        θ ← θ (1 − η λ) − η √max(1, rows/cols) · orthogonalize(u)
+        θ ← θ (1 − η λ) − η · shape_scale(θ.shape) · orthogonalize(u)
+    (rows/cols for a matrix, k_h/k_w for a convolution kernel: see `shape_scale`).
     AdamW groups: Adam with bias correction and decoupled weight decay,
         θ ← θ (1 − η λ) − η (m / (1 − β₁ᵗ)) / (√(v / (1 − β₂ᵗ)) + ε)
+    Both are computed in the reference's order of operations (KellerJordan/Muon muon.py), so that a
+    float32 run follows the reference's to the bit.
     """
 
     def __init__(self, param_groups: list[dict]):
@@ -100,8 +130,9 @@ class Muon(torch.optim.Optimizer):
         updates = torch._foreach_lerp(grads, buffers, momentum)
         torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
         for p, u in zip(params, updates):
-            scale = math.sqrt(max(1.0, p.shape[0] / (p.numel() // p.shape[0])))
-            p.add_(orthogonalize(u), alpha=-lr * scale)
+            update = orthogonalize(u)
+            update *= shape_scale(p.shape)  # in bfloat16, as the reference scales its update (muon.py line 40)
+            p.add_(update, alpha=-lr)
 
     def _adam_step(self, group: dict, params: list[torch.Tensor]) -> None:
         for p in params:
@@ -117,11 +148,15 @@ class Muon(torch.optim.Optimizer):
         exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1.0 - beta2)
-        denominators = torch._foreach_sqrt(exp_avg_sqs)
-        torch._foreach_div_(denominators, math.sqrt(1.0 - beta2**t))
+        # The reference's order of operations (muon.py lines 130-135): the AdamW parameters feed the
+        # gradients that the bfloat16 Newton-Schulz iteration rounds, so rounding here is kept the same.
+        updates = torch._foreach_div(exp_avgs, 1.0 - beta1**t)
+        denominators = torch._foreach_div(exp_avg_sqs, 1.0 - beta2**t)
+        torch._foreach_sqrt_(denominators)
         torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_div_(updates, denominators)
         torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / (1.0 - beta1**t))
+        torch._foreach_add_(params, updates, alpha=-lr)
 
 
 def hidden_matrix_names(model: torch.nn.Module, workload: spec.Workload) -> set[str]:

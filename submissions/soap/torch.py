@@ -17,6 +17,10 @@ from submissions.torch_schedules import warmup_cosine_decay
 
 EPSILON = 1e-8  # official SOAP default
 MAX_PRECONDITIONER_DIM = 10_000  # official default: larger dimensions (vocabularies) stay unrotated
+# The official code (nikhilvyas/SOAP soap.py at a1e5535) decomposes in float32: its statistics L_i are
+# created in the default dtype, float32 (line 234), and `get_orthogonal_matrix` / `get_orthogonal_matrix_QR`
+# cast any other dtype to float32 before eigh and QR (lines 346-368, 388-421).
+DECOMPOSITION_DTYPE = torch.float32
 
 # Self-tuning ruleset: the official defaults (lr 3e-3, β = (0.95, 0.95), weight decay 0.01, eigenbasis
 # refresh every 10 steps); warmup 5% as in AlgoPerf's AdamW search space.
@@ -51,6 +55,12 @@ class SOAP(torch.optim.Optimizer):
     eigendecomposition) and leaves θ unchanged; s counts the steps after it. One-dimensional
     parameters get Adam (R = identity). m is kept in the original basis; the official code keeps R(m)
     and rotates it when Q changes, which is the same up to rounding.
+
+    Precision: eigh and QR run in float32 whatever the parameter's dtype, as in the official code, and
+    L_i, Q_i and the rotations are kept in float32 as there; m and v in the parameter's dtype, as there.
+    The official code runs only on float32 parameters (its float32 L_i reject other gradients); here
+    bfloat16 and float16 parameters work (torch has no eigh or QR for them on the CPU), and float64
+    ones keep L_i, Q_i and the rotations in float64 around float32 decompositions.
     """
 
     def __init__(self, params, lr: float = 3e-3, betas: tuple[float, float] = (0.95, 0.95), eps: float = EPSILON,
@@ -87,16 +97,23 @@ class SOAP(torch.optim.Optimizer):
         state["exp_avg"] = torch.zeros_like(grad)
         state["exp_avg_sq"] = torch.zeros_like(grad)
         sizes = grad.shape if grad.dim() >= 2 else ()
+        dtype = SOAP._preconditioner_dtype(grad)
         state["statistics"] = [
-            torch.zeros(n, n, device=grad.device, dtype=grad.dtype) if n <= MAX_PRECONDITIONER_DIM else None
+            torch.zeros(n, n, device=grad.device, dtype=dtype) if n <= MAX_PRECONDITIONER_DIM else None
             for n in sizes
         ]
         SOAP._accumulate(state, grad, shampoo_beta)
         state["bases"] = [None if s is None else SOAP._eigenbasis(s) for s in state["statistics"]]
 
     @staticmethod
+    def _preconditioner_dtype(grad: torch.Tensor) -> torch.dtype:
+        """float32, or the gradient's dtype where that is wider (float64)."""
+        return torch.promote_types(grad.dtype, DECOMPOSITION_DTYPE)
+
+    @staticmethod
     def _accumulate(state: dict, grad: torch.Tensor, shampoo_beta: float) -> None:
         """L_i ← β L_i + (1 − β) G_(i) G_(i)ᵀ for every preconditioned dimension i."""
+        grad = grad.to(SOAP._preconditioner_dtype(grad))
         for i, statistic in enumerate(state["statistics"]):
             if statistic is not None:
                 others = [*chain(range(i), range(i + 1, grad.dim()))]
@@ -104,13 +121,17 @@ class SOAP(torch.optim.Optimizer):
 
     @staticmethod
     def _eigenbasis(statistic: torch.Tensor) -> torch.Tensor:
-        """Eigenvectors of L in descending eigenvalue order (official code: eigh of L + 1e-30 I, flipped)."""
-        identity = torch.eye(statistic.shape[0], device=statistic.device, dtype=statistic.dtype)
-        return torch.flip(torch.linalg.eigh(statistic + 1e-30 * identity).eigenvectors, dims=[1])
+        """Eigenvectors of L in descending eigenvalue order: eigh of L + 1e-30 I in float32, flipped, in
+        L's dtype (official `get_orthogonal_matrix`, soap.py lines 346-368)."""
+        matrix = statistic.to(DECOMPOSITION_DTYPE)
+        identity = torch.eye(matrix.shape[0], device=matrix.device, dtype=matrix.dtype)
+        eigenvectors = torch.linalg.eigh(matrix + 1e-30 * identity).eigenvectors
+        return torch.flip(eigenvectors, dims=[1]).to(statistic.dtype)
 
     @staticmethod
     def _refresh_bases(state: dict) -> None:
-        """One power iteration and QR per basis, columns sorted by estimated eigenvalue; v follows."""
+        """One power iteration and QR per basis, columns sorted by estimated eigenvalue; v follows. The QR
+        runs in float32 (official `get_orthogonal_matrix_QR`, soap.py lines 388-421)."""
         exp_avg_sq = state["exp_avg_sq"]
         for i, (statistic, basis) in enumerate(zip(state["statistics"], state["bases"])):
             if statistic is None:
@@ -118,7 +139,8 @@ class SOAP(torch.optim.Optimizer):
             product = statistic @ basis
             order = torch.argsort((basis * product).sum(dim=0), descending=True)
             exp_avg_sq = exp_avg_sq.index_select(i, order)
-            state["bases"][i] = torch.linalg.qr(product.index_select(1, order).float())[0].to(basis.dtype)
+            q, _ = torch.linalg.qr(product.index_select(1, order).to(DECOMPOSITION_DTYPE))
+            state["bases"][i] = q.to(basis.dtype)
         state["exp_avg_sq"] = exp_avg_sq
 
     def _update(self, p: torch.Tensor, state: dict, group: dict) -> None:
@@ -126,11 +148,13 @@ class SOAP(torch.optim.Optimizer):
         (beta1, beta2), lr = group["betas"], group["lr"]
         state["step"] += 1
         s = state["step"]
-        state["exp_avg"].lerp_(grad, 1.0 - beta1)
-        state["exp_avg_sq"].lerp_(_rotate(grad, bases).square(), 1.0 - beta2)
-        denominator = state["exp_avg_sq"].sqrt().add_(group["eps"])
-        direction = _rotate(_rotate(state["exp_avg"], bases) / denominator, bases, back=True)
-        p.add_(direction, alpha=-lr * math.sqrt(1.0 - beta2**s) / (1.0 - beta1**s))
+        wide = self._preconditioner_dtype(grad)  # rotations in the bases' dtype; m and v in the parameter's
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1.0 - beta1)
+        exp_avg_sq.lerp_(_rotate(grad.to(wide), bases).square().to(exp_avg_sq.dtype), 1.0 - beta2)
+        denominator = exp_avg_sq.sqrt().add_(group["eps"])
+        direction = _rotate(_rotate(exp_avg.to(wide), bases) / denominator, bases, back=True)
+        p.add_(direction.to(p.dtype), alpha=-lr * math.sqrt(1.0 - beta2**s) / (1.0 - beta1**s))
         p.mul_(1.0 - lr * group["weight_decay"])
         self._accumulate(state, grad, beta2)
         if s % group["precondition_frequency"] == 0:

@@ -7,6 +7,12 @@ k = 10 steps.
 On refresh steps (t = 1, k+1, 2k+1, ..., Algorithm 3) the backward pass keeps its graph for one
 Hessian-vector product at θ_t on the step's batch; attention then runs its math kernel, the only
 one with a double backward. Other steps are a plain forward and backward.
+
+Documented difference: the only official SophiaH (Liuhong99/Sophia sophia.py from the first commit,
+01af183, to c503211; removed in 195a786, May 2023, and in no package) divides its step by 1 − β₁ᵗ
+(lines 386-392 at c503211). Algorithm 3 of the paper has no such factor, nor has this submission
+(nor pytorch-optimizer's SophiaH); early in training the official step is up to 1/(1 − β₁) = 25 times
+larger for β₁ = 0.96.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from harness import spec
 from submissions.torch_curvature import gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits
 
 HESSIAN_INTERVAL = 10  # k in Liu et al. (2023), Algorithm 3; pytorch-optimizer's SophiaH update_period
-EPSILON = 1e-12  # ε of the official repository's first SophiaH (Liuhong99/Sophia sophia.py) and of pytorch-optimizer
+EPSILON = 1e-12  # ε of the official SophiaH (Liuhong99/Sophia sophia.py line 391 at c503211) and of pytorch-optimizer
 PROBES = "gaussian"  # u ~ N(0, I) (Liu et al., 2023, Hutchinson estimator)
 
 # Self-tuning ruleset: pytorch-optimizer's SophiaH defaults (lr 6e-2, p = ρ = 1e-2, β = (0.96, 0.99)),
