@@ -15,6 +15,12 @@ warning; nothing is filled in that the trial did not record. Metrics AlgoPerf me
 TimeTrial does not (e.g. `train/bleu`: TimeTrial's bible_translation decodes only validation
 and test) are absent too.
 
+Beside each CSV the export writes `timetrial_target.json`: the facts scoring needs that AlgoPerf's
+files do not carry (TARGET_KEYS, copied from meta.json: the target metric, its direction, the
+validation and test targets, the budget), so `python -m scoring.report` scores the exported runs
+of workloads AlgoPerf's targets table does not know (the mini suite) as it scores the originals.
+Records whose meta.json lacks a target are exported without that file, with one warning.
+
 Existing files under --out are never replaced: the export stops with an error naming them.
 """
 
@@ -27,10 +33,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserInputError
-from harness.records import atomic_write_text, eval_measurements_csv
+from harness.records import atomic_write_text, eval_measurements_csv, write_json
 
 # AlgoPerf's column -> the meta.json key (named like AlgoPerf's Workload attribute) it comes from
 NUM_EXAMPLES_KEYS = {"validation/num_examples": "num_validation_examples", "test/num_examples": "num_test_examples"}
+# The trial's target, beside its eval_measurements.csv: meta.json's keys, copied when present
+TARGET_FILE = "timetrial_target.json"
+TARGET_KEYS = (
+    "workload",
+    "target_metric_name",
+    "metric_direction",
+    "validation_target_value",
+    "test_target_value",
+    "max_allowed_runtime_sec",
+    "budget_sec",
+    "step_hint",
+)
+REQUIRED_TARGET_KEYS = ("target_metric_name", "metric_direction", "validation_target_value")
 
 
 @dataclass
@@ -39,6 +58,7 @@ class Export:
 
     written: list[Path] = field(default_factory=list)
     without_num_examples: list[Path] = field(default_factory=list)
+    without_target: list[Path] = field(default_factory=list)
 
 
 def _read_json_file(path: Path) -> object:
@@ -48,12 +68,17 @@ def _read_json_file(path: Path) -> object:
         raise UserInputError(f"{path}: cannot read JSON ({exc})") from None
 
 
-def num_examples(meta_path: Path) -> dict[str, int]:
-    """{'validation/num_examples': n, 'test/num_examples': m} from the trial's meta.json; a key it
-    lacks is left out. A value that is not a positive integer is an error naming the file."""
+def read_meta(meta_path: Path) -> dict:
+    """The trial's meta.json as a dict ({} when there is none); anything else is an error."""
     meta = _read_json_file(meta_path) if meta_path.exists() else {}
     if not isinstance(meta, dict):
         raise UserInputError(f"{meta_path}: must be a JSON object")
+    return meta
+
+
+def num_examples(meta: dict, meta_path: Path) -> dict[str, int]:
+    """{'validation/num_examples': n, 'test/num_examples': m} from the trial's meta.json; a key it
+    lacks is left out. A value that is not a positive integer is an error naming the file."""
     found = {}
     for column, key in NUM_EXAMPLES_KEYS.items():
         value = meta.get(key)
@@ -63,6 +88,14 @@ def num_examples(meta_path: Path) -> dict[str, int]:
             raise UserInputError(f"{meta_path}: {key} must be a positive integer, got {value!r}")
         found[column] = value
     return found
+
+
+def recorded_target(meta: dict) -> dict | None:
+    """The TARGET_KEYS meta.json has, for TARGET_FILE; None when it has no target (any of
+    REQUIRED_TARGET_KEYS missing or null). Values are copied as recorded: scoring checks them."""
+    if any(meta.get(key) is None for key in REQUIRED_TARGET_KEYS):
+        return None
+    return {key: meta[key] for key in TARGET_KEYS if key in meta}
 
 
 def read_eval_rows(path: Path) -> list[dict]:
@@ -94,20 +127,34 @@ def export_tree(root: Path, out: Path) -> Export:
     sources = sorted(root.glob("*/*/study_*/trial_*/eval.jsonl"))
     if not sources:
         raise UserInputError(f"no run records (*/*/study_*/trial_*/eval.jsonl) under {root}")
-    targets = [algoperf_path(source, out) for source in sources]
-    existing = [str(t) for t in targets if t.exists()]
+    csv_paths = [algoperf_path(source, out) for source in sources]
+    existing = [str(p) for c in csv_paths for p in (c, c.with_name(TARGET_FILE)) if p.exists()]
     if existing:
         raise UserInputError(f"refusing to replace existing files: {', '.join(existing)}")
-    texts, result = [], Export()
+    texts, trial_targets, result = [], [], Export()
     for source in sources:  # read and check everything before writing anything
-        sizes = num_examples(source.parent / "meta.json")
+        meta_path = source.parent / "meta.json"
+        meta = read_meta(meta_path)
+        sizes = num_examples(meta, meta_path)
         if len(sizes) < len(NUM_EXAMPLES_KEYS):
-            result.without_num_examples.append(source.parent / "meta.json")
+            result.without_num_examples.append(meta_path)
+        trial_targets.append(recorded_target(meta))
+        if trial_targets[-1] is None:
+            result.without_target.append(meta_path)
         texts.append(eval_measurements_csv(read_eval_rows(source), sizes))
-    for target, text in zip(targets, texts):
-        atomic_write_text(target, text)
-        result.written.append(target)
+    for csv_path, text, target in zip(csv_paths, texts, trial_targets):
+        atomic_write_text(csv_path, text)
+        result.written.append(csv_path)
+        if target is not None:
+            write_json(csv_path.with_name(TARGET_FILE), target)
     return result
+
+
+def _warning(paths: list[Path], lack: str, consequence: str) -> str:
+    """One warning line for the trials whose meta.json lacks something, with an example."""
+    n = len(paths)
+    whose = f"{n} trials' meta.json lack" if n > 1 else "1 trial's meta.json lacks"
+    return f"warning: {whose} {lack}; {consequence}, e.g. {paths[0]}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {len(result.written)} eval_measurements.csv files under {args.out}")
     if result.without_num_examples:
-        n, keys = len(result.without_num_examples), " or ".join(NUM_EXAMPLES_KEYS.values())
-        whose = f"{n} trials' meta.json lack" if n > 1 else "1 trial's meta.json lacks"
-        print(
-            f"warning: {whose} {keys}; {'their CSVs have' if n > 1 else 'its CSV has'} no such "
-            f"num_examples column, e.g. {result.without_num_examples[0]}",
-            file=sys.stderr,
-        )
+        many = len(result.without_num_examples) > 1
+        lack = " or ".join(NUM_EXAMPLES_KEYS.values())
+        consequence = f"{'their CSVs have' if many else 'its CSV has'} no such num_examples column"
+        print(_warning(result.without_num_examples, lack, consequence), file=sys.stderr)
+    if result.without_target:
+        many = len(result.without_target) > 1
+        lack = f"a target ({', '.join(REQUIRED_TARGET_KEYS)})"
+        consequence = f"no {TARGET_FILE} beside {'their CSVs' if many else 'its CSV'}"
+        print(_warning(result.without_target, lack, consequence), file=sys.stderr)
     return 0
 
 

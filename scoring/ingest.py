@@ -23,12 +23,20 @@ AlgoPerf::
 
 `entry` is the leaderboard name: the submission, or `submission[framework]` for a submission
 recorded in more than one framework. Targets come from `meta.json` for TimeTrial runs and from
-`scoring/data/algoperf_targets.json` for AlgoPerf runs.
+`scoring/data/algoperf_targets.json` for AlgoPerf runs (for a workload it lacks, from the
+`timetrial_target.json` that `harness.export_algoperf` writes beside the CSV; see `readers`).
 
-Bad records raise `RunRecordError` naming the file; with `on_error="warn"` the trial is skipped
-with a warning instead (a truncated last line, which a killed process can leave, only loses
-that line). Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's
-layout (AlgoPerf's published v0.5 logs have 18, copies under `<submission>/study_<k>/trial_<i>/`)
+Bad records raise `RunRecordError` naming the file (and the row); with `on_error="warn"` the
+trial is skipped with a warning instead (a truncated last line, which a killed process can
+leave, only loses that line). Besides unreadable files, a record is bad when a row is impossible
+(see `impossible_rows`): a missing, negative or non-finite `accumulated_submission_time` or
+`global_step`, one that decreases with no preemption in between (AlgoPerf appends the rows of a
+resumed run, which may go back to its checkpoint), or a target metric of -∞ for a 'min' target
+(+∞ for 'max'), which would meet any target. NaN metrics (a diverged evaluation) and +∞ for
+'min' (-∞ for 'max') are measurements that never reach the target.
+
+Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's layout
+(AlgoPerf's published v0.5 logs have 18, copies under `<submission>/study_<k>/trial_<i>/`)
 are not errors: each kind is skipped with one warning giving the count and an example path.
 
 Hardware: runs are grouped by `hardware_class`, the accelerator model and count for accelerator
@@ -53,6 +61,7 @@ from scoring.readers import (
     ALGOPERF_EVALS,
     ALGOPERF_LAYOUT,
     REQUIRED_COLUMNS,
+    TIMETRIAL_EVALS,
     TIMETRIAL_META,
     TRIAL_DIR,
     OutsideLayout,
@@ -69,8 +78,10 @@ __all__ = [
     "find_trials",
     "hardware_groups",
     "hyperparameters",
+    "impossible_rows",
     "load_runs",
     "mixed_hardware_message",
+    "target_metric_values",
 ]
 
 _SKIP_DIRS = {"checkpoint", "checkpoints", "__pycache__"}
@@ -281,6 +292,19 @@ def _skipped_notes(empty: list[str], stray: list[str]) -> list[str]:
     return notes
 
 
+def _target_notes(trials: list[TrialRecord], version: str) -> list[str]:
+    """One line for the AlgoPerf-layout trials whose timetrial_target.json states another target
+    than AlgoPerf's published one (which they are scored against), with a count and an example."""
+    notes = [t.target_note for t in trials if t.target_note]
+    if not notes:
+        return []
+    records, are = ("records", "is") if len(notes) == 1 else ("record", "are")
+    return [
+        f"{_count(len(notes), 'trial')} in AlgoPerf's layout {records} a target other than AlgoPerf "
+        f"v{version}'s, and {are} scored against AlgoPerf's, e.g. {notes[0]}"
+    ]
+
+
 def _count(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
@@ -334,8 +358,25 @@ def load_runs(
     notes[:0] = _skipped_notes(empty, stray)
     keep = _check_duplicates(trials, _entry_names(trials), on_error, notes)
     trials = [trials[i] for i in keep]
+    notes.extend(_target_notes(trials, algoperf_version))
     # TimeTrial trials first, then AlgoPerf ones: the eval rows come out sorted by trial_id.
     trials.sort(key=lambda t: t.layout != "timetrial")
+    evals, trial_table = _tables(trials)
+    bad = impossible_rows(evals, trial_table)
+    if bad:
+        if on_error != "warn":
+            raise bad[0]
+        notes.extend(f"{e}; trial skipped" for e in bad)
+        skip = {e.path for e in bad}
+        trials = [t for t in trials if _evals_path(t.trial_dir, t.layout) not in skip]
+        evals, trial_table = _tables(trials)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    return Runs(evals=evals, trials=trial_table, warnings=notes)
+
+
+def _tables(trials: list[TrialRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(evals, trials) tables of `trials` (TimeTrial ones first), eval rows by (trial_id, eval_index)."""
     timetrial = [t for t in trials if t.layout == "timetrial"]
     algoperf = [t for t in trials if t.layout == "algoperf"]
     frames = []
@@ -352,10 +393,70 @@ def load_runs(
         evals = pd.DataFrame({"trial_id": np.zeros(0, np.int64), "eval_index": np.zeros(0, np.int64)})
         for key in REQUIRED_COLUMNS:
             evals[key] = np.zeros(0)
-    evals = _attach_trial_columns(evals, trial_table)
-    for note in notes:
-        warnings.warn(note, stacklevel=2)
-    return Runs(evals=evals, trials=trial_table, warnings=notes)
+    return _attach_trial_columns(evals, trial_table), trial_table
+
+
+def _evals_path(trial_dir: str, layout: str) -> str:
+    """The file holding a trial's evaluation rows."""
+    return os.path.join(trial_dir, TIMETRIAL_EVALS if layout == "timetrial" else ALGOPERF_EVALS)
+
+
+def target_metric_values(evals: pd.DataFrame) -> np.ndarray:
+    """Each evaluation row's value of its trial's target metric (NaN where not measured)."""
+    values = np.full(len(evals), np.nan)
+    metric_of_row = evals["target_metric"]
+    for metric in metric_of_row.cat.categories:
+        if metric in evals.columns:
+            rows = (metric_of_row == metric).to_numpy()
+            values[rows] = evals[metric].to_numpy(dtype=np.float64)[rows]
+    return values
+
+
+def impossible_rows(evals: pd.DataFrame, trials: pd.DataFrame) -> list[RunRecordError]:
+    """A `RunRecordError` naming the file and line of each trial's first impossible evaluation
+    row (see the module docstring), in trial order; [] when every row is possible."""
+    tid = evals["trial_id"].to_numpy()
+    same_trial = np.concatenate([[False], tid[1:] == tid[:-1]])
+    preempted = np.zeros(len(evals), dtype=bool)
+    if "preemption_count" in evals.columns:
+        count = evals["preemption_count"].to_numpy(dtype=np.float64)
+        preempted[1:] = count[1:] > count[:-1]
+    bad = np.zeros(len(evals), dtype=bool)
+    for column in REQUIRED_COLUMNS:
+        v = evals[column].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad |= ~np.isfinite(v) | (v < 0)
+            bad[1:] |= (v[1:] < v[:-1]) & same_trial[1:] & ~preempted[1:]
+    values = target_metric_values(evals)
+    minimize = (trials["direction"] == "min").to_numpy()[tid]
+    bad |= values == np.where(minimize, -np.inf, np.inf)
+    rows = np.flatnonzero(bad)
+    _, first = np.unique(tid[rows], return_index=True)
+    return [_row_error(evals, trials, row, bool(same_trial[row] and not preempted[row])) for row in rows[first]]
+
+
+def _row_error(evals: pd.DataFrame, trials: pd.DataFrame, row: int, continues: bool) -> RunRecordError:
+    """The error for impossible evaluation row `row` (`continues`: the previous row is the same
+    trial's, with no preemption between): its file, its line, what is wrong with it."""
+    trial = trials.iloc[int(evals["trial_id"].iat[row])]
+    path = _evals_path(str(trial["trial_dir"]), str(trial["layout"]))
+    line = int(evals["eval_index"].iat[row]) + (2 if trial["layout"] == "algoperf" else 1)  # CSV line 1: header
+    return RunRecordError(path, f"line {line}: {_row_problem(evals, row, continues, str(trial['direction']))}")
+
+
+def _row_problem(evals: pd.DataFrame, row: int, continues: bool, direction: str) -> str:
+    """What makes evaluation row `row` impossible, in words."""
+    for column in REQUIRED_COLUMNS:
+        v = float(evals[column].iat[row])
+        if np.isnan(v):
+            return f"no {column}"
+        if not np.isfinite(v) or v < 0:
+            return f"{column} is {v}; it must be a finite number >= 0"
+        previous = float(evals[column].iat[row - 1]) if continues else -np.inf
+        if v < previous:
+            return f"{column} {v} is less than the previous row's {previous}, with no preemption between"
+    metric = str(evals["target_metric"].iat[row])
+    return f"{metric} is {float(evals[metric].iat[row])}, which would meet any {direction!r} target"
 
 
 def _attach_trial_columns(evals: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:

@@ -1,14 +1,26 @@
-"""The leaderboard as Markdown (GitHub-flavoured tables, figures linked as PNG files)."""
+"""The leaderboard as Markdown (GitHub-flavoured tables, figures linked as PNG files).
+
+Every text is escaped (`escape`): a name shows as written, never as markup, HTML or math."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from scoring.tables import Table
 
+# Characters that can start inline markup (emphasis, code, links, tables, strikethrough, math);
+# `_` only where it does not sit between two letters or digits (there it is plain text).
+_MARKUP = re.compile(r"[\\`*\[\]|~$]|(?<![^\W_])_|_(?![^\W_])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+
+def escape(text: str) -> str:
+    """`text` as literal Markdown: markup characters backslash-escaped, `&<>` as HTML entities
+    (no raw HTML), line breaks as spaces (a name cannot end a table row or start a block)."""
+    text = _MARKUP.sub(lambda m: "\\" + m.group(), _LINE_BREAKS.sub(" ", text))
+    return re.sub("[&<>]", lambda m: _HTML[m.group()], text)
 
 
 def table_markdown(table: Table) -> str:
@@ -20,12 +32,12 @@ def table_markdown(table: Table) -> str:
         for i in range(len(table.headers))
     ]
     lines = [
-        "| " + " | ".join(_cell(h) for h in table.headers) + " |",
+        "| " + " | ".join(escape(h) for h in table.headers) + " |",
         "|" + "|".join("---:" if n else "---" for n in numeric) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(text) for text, _ in row) + " |" for row in table.rows]
+    lines += ["| " + " | ".join(escape(text) for text, _ in row) + " |" for row in table.rows]
     if table.note:
-        lines += ["", f"_{table.note}_"]
+        lines += ["", f"_{escape(table.note)}_"]
     return "\n".join(lines)
 
 
@@ -38,18 +50,18 @@ def render_markdown(
     files: Sequence[str],
 ) -> str:
     """The report: `meta` as a bullet list, the tables, `figures` as (caption, relative path)."""
-    parts = [f"# {title}", ""]
-    parts += [f"- **{k}:** {v}" for k, v in meta.items()]
+    parts = [f"# {escape(title)}", ""]
+    parts += [f"- **{escape(k)}:** {escape(v)}" for k, v in meta.items()]
     if warnings:
         parts += ["", "> **Check these before trusting the numbers**"]
-        parts += [f"> - {w}" for w in warnings]
+        parts += [f"> - {escape(w)}" for w in warnings]
     for table in tables:
         if table.headers:
-            parts += ["", f"## {table.title}", "", table_markdown(table)]
+            parts += ["", f"## {escape(table.title)}", "", table_markdown(table)]
     if figures:
         parts += ["", "## Figures", ""]
         for caption, path in figures:
-            parts += [f"![{caption}]({path})", "", f"_{caption}_", ""]
+            parts += [f"![{escape(caption)}]({path})", "", f"_{escape(caption)}_", ""]
     if files:
         parts += ["", "## Files", ""] + [f"- `{f}`" for f in files]
     return "\n".join(parts).rstrip() + "\n"

@@ -3,10 +3,14 @@
 * `plot_profiles` — ρ_s(τ) for every entry on [1, r_max].
 * `plot_time_to_target` — per workload, each entry's median time-to-target with its interval.
 * `plot_curves` — one workload's validation metric against timed seconds, target drawn.
+
+Names (entries, workloads, metrics) are data: every text is drawn as plain text, never as
+mathtext or TeX, so a `$` in a name is a dollar sign (see `plain_text`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from pathlib import Path
@@ -24,6 +28,19 @@ from scoring.leaderboard import Leaderboard  # noqa: E402
 from scoring.profiles import profile_steps  # noqa: E402
 
 MAX_BACKGROUND_CURVES = 40  # per entry and workload, besides the trials that count
+PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
+
+
+def plain_text(func):
+    """Run `func` with PLAIN_TEXT settings, whatever the user's matplotlibrc says: texts made then,
+    including tick labels made while saving, take no `$...$` math and no TeX."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def _colors(entries: list[str]) -> dict[str, tuple]:
@@ -35,6 +52,7 @@ def _ordered_entries(board: Leaderboard) -> list[str]:
     return list(board.table["entry"])
 
 
+@plain_text
 def plot_profiles(board: Leaderboard, steps: bool = False) -> Figure:
     """Performance profiles ρ_s(τ) (by time, or by steps with `steps=True`), legend by score."""
     ratios = board.step_ratios if steps else board.ratios
@@ -65,6 +83,7 @@ def plot_profiles(board: Leaderboard, steps: bool = False) -> Figure:
     return fig
 
 
+@plain_text
 def plot_time_to_target(board: Leaderboard) -> Figure:
     """Per suite workload: median time-to-target of each entry with its bootstrap interval;
     entries that did not reach the target are marked at the right edge."""
@@ -105,6 +124,7 @@ def plot_time_to_target(board: Leaderboard) -> Figure:
     return fig
 
 
+@plain_text
 def plot_curves(evals: pd.DataFrame, board: Leaderboard, workload: str) -> Figure:
     """Validation target metric against timed seconds for `workload`: the trial that counts in
     each study drawn bold, up to MAX_BACKGROUND_CURVES other trials per entry drawn faint."""
@@ -159,6 +179,7 @@ def plot_curves(evals: pd.DataFrame, board: Leaderboard, workload: str) -> Figur
     return fig
 
 
+@plain_text
 def figure_bytes(fig: Figure, fmt: str) -> bytes:
     """The figure encoded as `fmt` ('png' or 'svg')."""
     buffer = io.BytesIO()

@@ -5,6 +5,13 @@ object per evaluation), `summary.json`. AlgoPerf: `eval_measurements.csv` under
 `<submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/`, plus `hparams.json`,
 `meta_data_0.json` (seed, hardware) and `flags_0.json` (ruleset) when present.
 
+Targets: a TimeTrial trial states its own in meta.json. An AlgoPerf-layout trial is scored
+against AlgoPerf's published target for its workload (scoring/data/algoperf_targets.json, for
+the chosen AlgoPerf version); for a workload that table does not know (TimeTrial's mini suite),
+against the `timetrial_target.json` that `harness.export_algoperf` writes beside the CSV. When
+both exist and differ, AlgoPerf's wins (every AlgoPerf-layout run of a workload is then timed to
+the same target, the one `--algoperf_version` names) and the trial carries a `target_note`.
+
 Every problem raises `RunRecordError` naming the file; a truncated last line (which a killed
 process can leave) is an error, or, with on_error="warn", dropped with a note. An
 eval_measurements.csv outside AlgoPerf's layout raises `OutsideLayout`, which loading skips.
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -24,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scoring.targets import TargetSet
+from harness.export_algoperf import REQUIRED_TARGET_KEYS, TARGET_FILE
+from scoring.targets import TargetSet, WorkloadTarget
 
 try:  # optional: about 3x faster JSON parsing; the standard library is the fallback
     import orjson
@@ -99,6 +108,7 @@ class TrialRecord:
     csv_body: str = ""
     n_evals: int = 0
     notes: list[str] = field(default_factory=list)
+    target_note: str | None = None  # AlgoPerf layout: its timetrial_target.json differs from AlgoPerf's
 
 
 def _try_read(path: str) -> bytes | None:
@@ -144,6 +154,37 @@ def _as_float(value: object, path: str, key: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RunRecordError(path, f"{key} must be a number, got {value!r}")
     return float(value)
+
+
+def _finite(value: object, path: str, key: str) -> float | None:
+    """`value` as a finite float, None if null; a string, NaN or ±Infinity is an error naming the file."""
+    number = _as_float(value, path, key)
+    if number is not None and not math.isfinite(number):
+        raise RunRecordError(path, f"{key} must be a finite number, got {number}")
+    return number
+
+
+def recorded_target(path: str, facts: dict, workload: str) -> WorkloadTarget:
+    """The target a TimeTrial record states in `facts` (meta.json, or the timetrial_target.json an
+    export writes), read from the file at `path`: metric, direction, finite validation and test
+    targets, and the budget (the trial's own `budget_sec` first, else `max_allowed_runtime_sec`)."""
+    missing = [k for k in REQUIRED_TARGET_KEYS if k not in facts]
+    if missing:
+        raise RunRecordError(path, f"missing key(s) {', '.join(missing)}")
+    metric, direction = facts["target_metric_name"], facts["metric_direction"]
+    if not isinstance(metric, str) or not metric:
+        raise RunRecordError(path, f"target_metric_name must be a metric name, got {metric!r}")
+    if direction not in ("min", "max"):
+        raise RunRecordError(path, f"metric_direction must be 'min' or 'max', got {direction!r}")
+    validation = _finite(facts["validation_target_value"], path, "validation_target_value")
+    if validation is None:
+        raise RunRecordError(path, "validation_target_value is null")
+    budget_key = "budget_sec" if "budget_sec" in facts else "max_allowed_runtime_sec"
+    budget = _finite(facts.get(budget_key), path, budget_key)
+    if budget is not None and budget <= 0:
+        raise RunRecordError(path, f"{budget_key} must be positive, got {budget:g}")
+    test = _finite(facts.get("test_target_value"), path, "test_target_value")
+    return WorkloadTarget(workload, metric, direction, validation, test, budget)
 
 
 def _hardware_fingerprint(*parts: object) -> str:
@@ -254,9 +295,7 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise RunRecordError(meta_path, f"missing key(s) {', '.join(missing)}")
-    direction = meta["metric_direction"]
-    if direction not in ("min", "max"):
-        raise RunRecordError(meta_path, f"metric_direction must be 'min' or 'max', got {direction!r}")
+    target = recorded_target(meta_path, meta, str(meta["workload"]))
     hardware = meta.get("hardware") or {}
     if not isinstance(hardware, dict):
         raise RunRecordError(meta_path, "hardware must be a JSON object")
@@ -269,7 +308,6 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         raise RunRecordError(
             meta_path, f"study and trial must be integers, got {meta['study']!r}, {meta['trial']!r}"
         ) from None
-    budget_key = "budget_sec" if "budget_sec" in meta else "max_allowed_runtime_sec"  # the trial's own budget first
     t = TrialRecord(
         layout="timetrial",
         trial_dir=d,
@@ -279,11 +317,11 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         framework=str(meta["framework"]),
         study=study,
         trial=trial,
-        target_metric=f"validation/{meta['target_metric_name']}",
-        direction=direction,
-        validation_target=_as_float(meta["validation_target_value"], meta_path, "validation_target_value"),
-        test_target=_as_float(meta.get("test_target_value"), meta_path, "test_target_value"),
-        max_runtime_sec=_as_float(meta.get(budget_key), meta_path, budget_key),
+        target_metric=target.validation_metric,
+        direction=target.direction,
+        validation_target=target.validation_target,
+        test_target=target.test_target,
+        max_runtime_sec=target.max_runtime_sec,
         ruleset=meta.get("ruleset"),
         seed=meta.get("rng_seed"),
         hardware=fingerprint,
@@ -291,8 +329,6 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         hardware_class=hardware_class_of(fingerprint, gpu, hardware.get("num_devices")),
         host_cpu=hardware.get("cpu"),
     )
-    if t.validation_target is None:
-        raise RunRecordError(meta_path, "validation_target_value is null")
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     summary_path = os.path.join(d, SUMMARY)
     try:
@@ -351,6 +387,42 @@ def _json_object(path: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _target_difference(own: WorkloadTarget, published: WorkloadTarget) -> str | None:
+    """How a recorded target differs from AlgoPerf's published one, or None if it does not."""
+    mine = (own.validation_metric, own.direction)
+    theirs = (published.validation_metric, published.direction)
+    if mine == theirs and math.isclose(own.validation_target, published.validation_target, rel_tol=1e-12):
+        return None
+    return (
+        f"states {own.validation_metric} {own.direction} {own.validation_target:g}, "
+        f"AlgoPerf's is {published.validation_metric} {published.direction} {published.validation_target:g}"
+    )
+
+
+def _algoperf_target(trial_dir: str, workload: str, targets: TargetSet) -> tuple[WorkloadTarget, bool, str | None]:
+    """(target, whether it is AlgoPerf's published one, note) of an AlgoPerf-layout trial: AlgoPerf's
+    when `targets` knows the workload (the note says how a TARGET_FILE beside the CSV differs),
+    else the TARGET_FILE's; neither is an error naming the CSV."""
+    path = os.path.join(trial_dir, TARGET_FILE)
+    facts = _read_json(path, TARGET_FILE, required=False)
+    own = None
+    if facts is not None:
+        if not isinstance(facts, dict):
+            raise RunRecordError(path, "must be a JSON object")
+        if str(facts.get("workload", workload)) != workload:
+            raise RunRecordError(path, f"is for workload {facts['workload']!r}, but its directory is for {workload!r}")
+        own = recorded_target(path, facts, workload)
+    if own is not None and workload not in targets.workloads:
+        return own, False, None
+    try:
+        published = targets.get(workload)
+    except KeyError as e:
+        problem = f"{e.args[0]}; and no {TARGET_FILE} beside it (python -m harness.export_algoperf writes one)"
+        raise RunRecordError(os.path.join(trial_dir, ALGOPERF_EVALS), problem) from None
+    note = _target_difference(own, published) if own is not None else None
+    return published, True, note and f"{path} {note}"
+
+
 def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, targets: TargetSet) -> TrialRecord:
     d = trial_dir
     csv_path = os.path.join(d, ALGOPERF_EVALS)
@@ -360,10 +432,7 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
     if not (wl and study):
         raise OutsideLayout(csv_path, f"not in AlgoPerf's layout {ALGOPERF_LAYOUT}")
     workload = wl["workload"]
-    try:
-        target = targets.get(workload)
-    except KeyError as e:
-        raise RunRecordError(csv_path, e.args[0]) from None
+    target, published, target_note = _algoperf_target(d, workload, targets)
     t = TrialRecord(
         layout="algoperf",
         trial_dir=d,
@@ -378,6 +447,7 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
         validation_target=target.validation_target,
         test_target=target.test_target,
         max_runtime_sec=target.max_runtime_sec,
+        target_note=target_note,
     )
     meta = _json_object(os.path.join(d, "meta_data_0.json"))
     if meta is not None:
@@ -395,7 +465,7 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
             t.seed = flags.get("rng_seed")
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     t.csv_header, t.csv_body, t.n_evals = _split_csv(csv_path, raw, on_error, t.notes)
-    if t.ruleset == "self" and t.max_runtime_sec is not None:
+    if published and t.ruleset == "self" and t.max_runtime_sec is not None:
         t.max_runtime_sec *= targets.self_tuning_budget_factor
     return t
 

@@ -7,9 +7,12 @@ Writes into --out: leaderboard.md, leaderboard.html (self-contained: sortable ta
 inlined), CSVs (scores, times, studies, trials, profiles, comparisons) and PNG + SVG figures
 (performance profiles, time-to-target per workload, validation curves per workload).
 
-Refuses, with one error line and a nonzero exit: paths without run records, runs from different
-hardware classes (unless --allow_mixed_hardware), and existing output files (unless
---overwrite; other files in --out are never touched). Every file is written atomically.
+Refuses, with one error line and a nonzero exit: paths without run records, bad records (an
+unreadable file, or an impossible row, see scoring/ingest.py; the line names the file and row;
+--skip_bad_records skips them with a warning), runs from different hardware classes (unless
+--allow_mixed_hardware), and existing output files (unless --overwrite; other files in --out are
+never touched). Every file is written atomically. Figure files are named after their workload,
+with a hash of the name when it has characters other than letters, digits and `_.-`.
 A hardware class is the accelerator model and count for accelerator runs (runs that differ only
 in host CPU are scored together, and the report names the host CPUs) and the full fingerprint
 for CPU-only runs. Empty trial directories and eval_measurements.csv files outside AlgoPerf's
@@ -19,6 +22,7 @@ layout are skipped with one warning line each.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 import warnings
@@ -82,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the full fingerprint for CPU-only runs)",
     )
     p.add_argument(
-        "--skip_bad_records", action="store_true", help="warn about and skip unreadable trials instead of failing"
+        "--skip_bad_records",
+        action="store_true",
+        help="warn about and skip unreadable trials and trials with impossible rows instead of failing",
     )
     p.add_argument("--overwrite", action="store_true", help="replace report files already in --out")
     return p
@@ -122,8 +128,28 @@ def make_config(args: argparse.Namespace, runs: Runs) -> ScoringConfig:
     return config
 
 
-def _safe_name(workload: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", workload)
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_STEM = 64  # characters of a name kept in its file name
+
+
+def _hashed(name: str, digits: int) -> str:
+    """`name` made safe (other characters as '_', cut to MAX_STEM) plus `digits` hex of its SHA-1."""
+    return f"{_UNSAFE.sub('_', name)[:MAX_STEM]}-{hashlib.sha1(name.encode()).hexdigest()[:digits]}"
+
+
+def file_stems(names: Sequence[str]) -> dict[str, str]:
+    """{name: file name part}, distinct even on case-insensitive file systems: a name of letters,
+    digits and `_.-` (at most MAX_STEM long) as it is, any other with a hash of the name appended."""
+    stems = {n: n if _UNSAFE.search(n) is None and len(n) <= MAX_STEM else _hashed(n, 8) for n in names}
+    for digits in (8, 16, 40):
+        seen: dict[str, list[str]] = {}
+        for name, stem in stems.items():
+            seen.setdefault(stem.casefold(), []).append(name)
+        clashing = [name for group in seen.values() if len(group) > 1 for name in group]
+        if not clashing:
+            return stems
+        stems.update({name: _hashed(name, digits) for name in clashing})
+    raise RuntimeError(f"no distinct file names for {clashing}")
 
 
 def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str | None) -> dict[str, str]:
@@ -144,7 +170,8 @@ def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str |
         "Run records": f"{len(runs.trials)} trials, {len(runs.evals)} evaluations ({layouts} layout) under {roots}",
         "Targets": (
             f"meta.json for TimeTrial runs; AlgoPerf v{args.algoperf_version} targets "
-            "(scoring/data/algoperf_targets.json) for AlgoPerf runs"
+            "(scoring/data/algoperf_targets.json) for AlgoPerf runs, and for workloads those lack the "
+            "timetrial_target.json beside the run's eval_measurements.csv"
         ),
     }
     return meta
@@ -157,11 +184,14 @@ def _curve_workloads(board: Leaderboard) -> list[str]:
     return board.suite + [v for v in board.config.held_out if v in board.times.columns and v not in board.suite]
 
 
+def _curve_stems(board: Leaderboard) -> dict[str, str]:
+    """{workload: the stem of its validation-curve figure files}."""
+    return {w: f"curves_{stem}" for w, stem in file_stems(_curve_workloads(board)).items()}
+
+
 def planned_files(board: Leaderboard) -> list[str]:
     """Names of every file `report_files` writes, known before anything is rendered."""
-    stems = ["profile_time", "profile_steps", "time_to_target"] + [
-        f"curves_{_safe_name(w)}" for w in _curve_workloads(board)
-    ]
+    stems = ["profile_time", "profile_steps", "time_to_target", *_curve_stems(board).values()]
     figures = [f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")]
     return sorted([*CSV_FILES, *figures]) + ["leaderboard.md", "leaderboard.html"]
 
@@ -200,8 +230,7 @@ def report_files(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed
             "time to target per workload",
         )
     )
-    for workload in _curve_workloads(board):
-        stem = f"curves_{_safe_name(workload)}"
+    for workload, stem in _curve_stems(board).items():
         rendered[stem] = plots.plot_curves(runs.evals, board, workload)
         figures.append(
             (

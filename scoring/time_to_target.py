@@ -2,7 +2,7 @@
 
 For trial j with evaluations e = 0, 1, ... and validation target metric m_e:
 
-    first(j) = min { e : m_e <= target }      (direction 'min'; >= for 'max'; NaN never meets it)
+    first(j) = min { e : m_e <= target }      (direction 'min'; >= for 'max'; NaN or ±∞ never meets it)
     T_j = accumulated_submission_time[first(j)],  S_j = global_step[first(j)]   (∞ if no such e)
 
 Per study k the trial that counts is chosen by `mode`:
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.ingest import Runs
+from scoring.ingest import Runs, target_metric_values
 
 MODES = ("exact", "algoperf")
 STUDY_KEYS = ["entry", "workload", "study"]
@@ -31,16 +31,11 @@ def trial_results(runs: Runs) -> pd.DataFrame:
     never reached), `best_validation`, `final_time`, `final_step`, plus the trial's metadata."""
     evals, trials = runs.evals, runs.trials
     tid = evals["trial_id"].to_numpy()
-    values = np.full(len(evals), np.nan)
-    metric_of_row = evals["target_metric"]
-    for metric in metric_of_row.cat.categories:
-        if metric in evals.columns:
-            rows = (metric_of_row == metric).to_numpy()
-            values[rows] = evals[metric].to_numpy(dtype=np.float64)[rows]
+    values = target_metric_values(evals)
     target = trials["validation_target"].to_numpy()[tid]
     minimize = (trials["direction"] == "min").to_numpy()[tid]
     with np.errstate(invalid="ignore"):
-        reached = np.where(minimize, values <= target, values >= target)
+        reached = np.where(minimize, values <= target, values >= target) & np.isfinite(values)
 
     n = len(trials)
     first_index = np.full(n, -1, dtype=np.int64)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
+import pandas as pd
 import pytest
 
+from harness.export_algoperf import TARGET_FILE
 from harness.export_algoperf import main as export_main
 from harness.records import TrialRecord
+from scoring.report import main as report_main
 
 ALGOPERF_HEADERS = {
     "wmt": "accumulated_eval_time,accumulated_logging_time,accumulated_submission_time,global_step,"
@@ -31,6 +35,7 @@ ALGOPERF_HEADERS = {
     "validation/num_examples",
 }
 SIZES = {"num_validation_examples": 400, "num_test_examples": 300}
+TARGET = {"target_metric_name": "loss", "metric_direction": "min", "validation_target_value": 0.2}
 
 
 def eval_rows(metrics, n=3):
@@ -49,9 +54,9 @@ def eval_rows(metrics, n=3):
     ]
 
 
-def write_trial(root, rows, meta, workload="toy", submission="algo", study=0, trial=1):
+def write_trial(root, rows, meta, workload="toy", submission="algo", study=0, trial=1, target=TARGET):
     record = TrialRecord(root / "exp" / f"{workload}_pytorch" / submission / f"study_{study}" / f"trial_{trial}")
-    record.write_meta({"workload": workload, "framework": "pytorch", "submission": submission, **meta})
+    record.write_meta({"workload": workload, "framework": "pytorch", "submission": submission, **target, **meta})
     for row in rows:
         record.add_eval(row)
     return exported_csv(root, workload, submission, study, trial)
@@ -134,3 +139,98 @@ def test_meta_json_that_is_not_an_object(tmp_path, capsys):
     (tmp_path / "exp" / "toy_pytorch" / "algo" / "study_0" / "trial_1" / "meta.json").write_text(json.dumps([1]))
     assert export(tmp_path) == 2
     assert "meta.json: must be a JSON object" in capsys.readouterr().err
+
+
+def test_target_file_beside_each_csv_and_warning_without_a_target(tmp_path, capsys):
+    """meta.json's target facts go to timetrial_target.json beside the CSV; a trial whose
+    meta.json has no target gets no such file, and one warning line says so."""
+    facts = {**TARGET, "test_target_value": 0.25, "max_allowed_runtime_sec": 160.0, "budget_sec": 90.0,
+             "step_hint": 1800, "eval_period_time_sec": 10.0, "rng_seed": 3}
+    path = write_trial(tmp_path, eval_rows(["validation/loss"]), {**SIZES, **facts}, study=0)
+    bare = write_trial(tmp_path, eval_rows(["validation/loss"]), SIZES, study=1, target={})
+    assert export(tmp_path) == 0
+    assert json.loads((path.parent / TARGET_FILE).read_text()) == {
+        "workload": "toy", "target_metric_name": "loss", "metric_direction": "min", "validation_target_value": 0.2,
+        "test_target_value": 0.25, "max_allowed_runtime_sec": 160.0, "budget_sec": 90.0, "step_hint": 1800,
+    }
+    assert not (bare.parent / TARGET_FILE).exists() and bare.exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: 1 trial's meta.json lacks a target")
+
+
+def test_existing_target_file_is_not_replaced(tmp_path, capsys):
+    path = write_trial(tmp_path, eval_rows(["validation/loss"]), SIZES)
+    path.parent.mkdir(parents=True)
+    (path.parent / TARGET_FILE).write_text("{}")
+    assert export(tmp_path) == 2
+    assert f"refusing to replace existing files: {path.parent / TARGET_FILE}" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def mini_meta(submission, study, trial):
+    """meta.json as harness/experiment.py `meta()` writes it, for a fashion_mnist trial."""
+    return {
+        "workload": "fashion_mnist", "workload_ref": "fashion_mnist", "framework": "pytorch",
+        "submission": submission, "submission_path": f"submissions/{submission}", "study": study, "trial": trial,
+        "ruleset": "external", "rng_seed": 100 * study + trial, "hparams": {"lr": 0.001 * (trial + 1)},
+        "budget_sec": 120.0, "max_global_steps": None, "data_dir": "/data/fashion_mnist", "data_hash": "abc123",
+        "hardware": {"cpu": "Xeon", "cpu_count": 2, "memory_gib": 8, "machine": "x86_64", "accelerator": None,
+                     "num_devices": 1, "fingerprint": "f00d"},
+        "software": {"python": "3.11"}, "git_commit": None, "flags": {},
+        "target_metric_name": "error_rate", "metric_direction": "min", "validation_target_value": 0.0722,
+        "test_target_value": 0.0797, "max_allowed_runtime_sec": 160.0, "eval_period_time_sec": 10.0,
+        "step_hint": 1800, "num_validation_examples": 10000, "num_test_examples": 10000,
+    }
+
+
+def mini_rows(first_hit, diverge=False):
+    """Evaluations every 7.3 s; validation/error_rate meets 0.0722 from evaluation `first_hit` on
+    (never if None); `diverge`: NaN from the second evaluation on."""
+    rows = []
+    for i in range(8):
+        error = 0.0701 if first_hit is not None and i >= first_hit else 0.2 - 0.01 * i
+        rows.append({"global_step": 37 * (i + 1), "accumulated_submission_time": 7.3 * (i + 1),
+                     "accumulated_eval_time": 0.9 * (i + 1), "accumulated_logging_time": 0.01 * (i + 1),
+                     "total_duration": 8.4 * (i + 1), "preemption_count": 0, "train/loss": 1.0 / (i + 1),
+                     "validation/error_rate": math.nan if diverge and i else error,
+                     "validation/loss": 0.5, "test/error_rate": error})
+    return rows
+
+
+def write_mini_suite(root):
+    """Three submissions x three studies x two trials of fashion_mnist, in TimeTrial's layout."""
+    hits = {"fast": [(2, 4), (3, 2), (2, None)], "slow": [(5, 6), (None, 7), (6, None)],
+            "broken": [(None, None)] * 3}
+    for submission, studies in hits.items():
+        for study, trials in enumerate(studies):
+            for trial, first_hit in enumerate(trials):
+                d = root / "exp" / "fashion_mnist_pytorch" / submission / f"study_{study}" / f"trial_{trial}"
+                record = TrialRecord(d)
+                record.write_meta(mini_meta(submission, study, trial))
+                record.write_hparams({"lr": 0.001 * (trial + 1)})
+                for row in mini_rows(first_hit, diverge=submission == "broken" and trial == 1):
+                    record.add_eval(row)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--mode", "algoperf", "--algoperf_version", "0.6", "--suite", "fashion_mnist"],
+     ["--mode", "algoperf", "--algoperf_version", "0.6"]],
+    ids=["exact", "algoperf-suite", "algoperf"],
+)
+def test_exported_mini_suite_scores_as_the_original_records(tmp_path, capsys, flags):
+    """The round trip: TimeTrial records of a mini workload (no AlgoPerf target) and their AlgoPerf
+    export score alike, per study (time, steps, the trial that counts) and per entry (scores,
+    intervals, speedups, which use the budget)."""
+    write_mini_suite(tmp_path)
+    assert export(tmp_path) == 0
+    tables = {}
+    for name, runs in (("original", tmp_path / "exp"), ("export", tmp_path / "logs")):
+        out = tmp_path / f"report_{name}"
+        assert report_main([str(runs), "--out", str(out), "--bootstrap", "20", *flags]) == 0, capsys.readouterr().err
+        tables[name] = {csv: pd.read_csv(out / csv) for csv in ("studies.csv", "times.csv", "scores.csv")}
+    studies = tables["original"]["studies.csv"]
+    assert len(studies) == 9 and studies["reached"].sum() == 6  # the records are not trivial
+    assert studies.loc[studies["entry"] == "fast", "time"].tolist() == pytest.approx([21.9, 21.9, 21.9])
+    for csv_name, original in tables["original"].items():
+        pd.testing.assert_frame_equal(tables["export"][csv_name], original, check_exact=True, obj=csv_name)

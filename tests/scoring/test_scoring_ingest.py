@@ -169,8 +169,9 @@ def test_bad_algoperf_csvs(records, tmp_path):
 
 def test_unknown_algoperf_workload(records, tmp_path):
     records.algoperf("s", "mnist_like", 0, 1, records.reaching(30.0))
-    with pytest.raises(RunRecordError, match="no AlgoPerf v0.6 target for workload 'mnist_like'"):
+    with pytest.raises(RunRecordError, match="no AlgoPerf v0.6 target for workload 'mnist_like'") as error:
         load_runs([tmp_path])
+    assert "; and no timetrial_target.json beside it" in str(error.value)
 
 
 def test_duplicate_trials_are_refused(records, tmp_path):
@@ -213,3 +214,53 @@ def test_same_table_without_orjson_and_with_crlf_csv(records, tmp_path, monkeypa
     assert fast.equals(plain)
     assert math.isinf(plain["train/loss"].iloc[0]) and np.isnan(plain["validation/error_rate"].iloc[1])
     assert len(plain) == 3 + 6
+
+
+def _target_file(trial_dir, **facts):
+    """Write the timetrial_target.json that harness.export_algoperf writes beside a CSV."""
+    facts = {"target_metric_name": "error_rate", "metric_direction": "min", "validation_target_value": 0.1, **facts}
+    (trial_dir / "timetrial_target.json").write_text(json.dumps(facts))
+
+
+def test_algoperf_layout_of_an_unknown_workload_takes_the_target_beside_the_csv(records, tmp_path):
+    d = records.algoperf("s", "mnist_like", 0, 1, records.reaching(30.0))
+    _target_file(d, workload="mnist_like", test_target_value=0.12, max_allowed_runtime_sec=160.0, budget_sec=90.0)
+    (d / "flags_0.json").write_text(json.dumps({"tuning_ruleset": "self"}))  # no factor on a recorded budget
+    t = load_runs([tmp_path]).trials.iloc[0]
+    assert (t["target_metric"], t["direction"], t["validation_target"]) == ("validation/error_rate", "min", 0.1)
+    assert (t["test_target"], t["max_runtime_sec"]) == (0.12, 90.0)
+
+
+def test_algoperf_target_wins_over_a_different_recorded_one_with_one_warning(records, tmp_path):
+    """AlgoPerf's published target (for the chosen version) scores AlgoPerf's workloads, so every
+    run of a workload in AlgoPerf's layout is timed to the same target; a different recorded
+    target is one warning line for all such trials."""
+    metric = "validation/mean_average_precision"
+    for study in range(2):
+        rows = records.reaching(30.0, target=0.28098, direction="max", metric=metric)
+        d = records.algoperf("s", "ogbg", study, 1, rows)
+        _target_file(d, target_metric_name=metric.split("/")[1], metric_direction="max", validation_target_value=0.5)
+    with pytest.warns(UserWarning) as caught:
+        runs = load_runs([tmp_path], algoperf_version="0.6")
+    assert set(runs.trials["validation_target"]) == {0.28098}
+    assert len(caught) == 1 and str(caught[0].message).startswith(
+        "2 trials in AlgoPerf's layout record a target other than AlgoPerf v0.6's, and are scored against AlgoPerf's"
+    )
+    assert "max 0.5, AlgoPerf's is validation/mean_average_precision max 0.28098" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    "facts, message",
+    [
+        ({"metric_direction": "down"}, "metric_direction must be 'min' or 'max'"),
+        ({"validation_target_value": math.inf}, "validation_target_value must be a finite number, got inf"),
+        ({"budget_sec": -5}, "budget_sec must be positive"),
+        ({"workload": "other"}, "is for workload 'other', but its directory is for 'mnist_like'"),
+    ],
+)
+def test_bad_target_file_is_an_error_naming_it(records, tmp_path, facts, message):
+    d = records.algoperf("s", "mnist_like", 0, 1, records.reaching(30.0))
+    _target_file(d, **facts)
+    with pytest.raises(RunRecordError, match=message) as error:
+        load_runs([tmp_path])
+    assert error.value.path == str(d / "timetrial_target.json")

@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import pytest
 
-from scoring.report import main
+from scoring.report import file_stems, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,3 +114,57 @@ def test_command_line_errors_are_one_line_with_nonzero_exit(tmp_path):
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr == "python -m scoring.report: error: unrecognized arguments: --no_such_option\n"
+
+
+def test_workload_names_alike_once_made_safe_get_distinct_files(records, tmp_path, capsys):
+    """'w+1' and 'w 1' both become 'w_1' when made safe: each gets its own figure files."""
+    for workload in ("w+1", "w 1", "w_1"):
+        records.timetrial("a", workload, 0, 0, records.reaching(30.0))
+    out = tmp_path / "r"
+    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    assert code == 0, err
+    curves = sorted(p.name for p in out.glob("curves_*.png"))
+    assert len(curves) == 3 and "curves_w_1.png" in curves  # a safe name stays as it is
+    assert all(re.fullmatch(r"curves_[A-Za-z0-9_.-]+\.png", name) for name in curves)
+    md = (out / "leaderboard.md").read_text()
+    assert all(f"({name})" in md for name in curves)
+
+
+def test_file_stems_are_distinct_safe_and_case_insensitively_unique():
+    names = ["w", "W", "a/b", "a\\b", "a b", "x" * 300, "../up", "w-" + "0" * 8]
+    stems = file_stems(names)
+    assert stems["w-00000000"] == "w-00000000" and stems["a/b"].startswith("a_b-")
+    assert len({s.casefold() for s in stems.values()}) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]{1,80}", s) for s in stems.values())
+    assert file_stems(["a b"]) == {"a b": stems["a b"]}  # a name's file does not depend on the others
+
+
+def test_dollar_signs_in_names_are_drawn_as_plain_text(records, tmp_path, capsys, monkeypatch):
+    """A name that is broken math text ('$\\frac{1}{$') is drawn as it is, whatever matplotlibrc
+    says about TeX."""
+    monkeypatch.setitem(matplotlib.rcParams, "text.usetex", True)
+    for study in range(2):
+        records.timetrial("cost$\\frac{1}{$x", "$w$", study, 0, records.reaching(30.0))
+        records.timetrial("b", "$w$", study, 0, records.reaching(40.0))
+    out = tmp_path / "r"
+    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    assert code == 0, err
+    assert list(pd.read_csv(out / "scores.csv")["entry"]) == ["cost$\\frac{1}{$x", "b"]
+
+
+def test_markdown_shows_names_as_text_not_markup(records, tmp_path, capsys):
+    """HTML, emphasis, table pipes and math in names are escaped in leaderboard.md (and in
+    leaderboard.html, as before)."""
+    names = ["<script>alert(1)</script>", "*bold* a|b $x$"]
+    for name in names:
+        records.timetrial(name, "w<i>", 0, 0, records.reaching(30.0))
+    out = tmp_path / "r"
+    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    assert code == 0, err
+    md = (out / "leaderboard.md").read_text()
+    assert "<script" not in md and "<i>" not in md
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; |" in md
+    assert "| \\*bold\\* a\\|b \\$x\\$ |" in md
+    assert "## Time to target" in md and "| Submission | w&lt;i&gt; |" in md
+    html = (out / "leaderboard.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
