@@ -22,7 +22,7 @@ from pathlib import Path
 from absl import app, flags
 
 from harness import search_space
-from harness.discovery import available_workloads, load_submission, load_workload, submission_file
+from harness.discovery import SubmissionFile, available_workloads, find_submission, load_workload
 from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
 from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
@@ -91,11 +91,11 @@ def _check_writable(root: Path) -> None:
                              "(check --experiment_dir and --experiment_name)") from None
 
 
-def _refuse_shared_names(resolved: list[tuple[str, Path]]) -> None:
-    """Two submissions named alike would share run records: refuse before anything is imported or written."""
+def _refuse_shared_names(submissions: list[SubmissionFile]) -> None:
+    """Two submissions named alike would share run records: refuse before anything is written."""
     paths_by_name: dict[str, list[Path]] = {}
-    for name, path in resolved:
-        paths_by_name.setdefault(name, []).append(path)
+    for submission in submissions:
+        paths_by_name.setdefault(submission.name, []).append(submission.path)
     shared = {name: paths for name, paths in paths_by_name.items() if len(paths) > 1}
     if shared:
         raise UserInputError(
@@ -112,8 +112,8 @@ def experiments() -> list[Experiment]:
     workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
     if not workload_refs or not FLAGS.submission:
         raise UserInputError("no workload or no submission given")
-    _refuse_shared_names([submission_file(ref, FLAGS.framework) for ref in FLAGS.submission])
-    submissions = [load_submission(ref, FLAGS.framework) for ref in FLAGS.submission]
+    submissions = [find_submission(ref, FLAGS.framework) for ref in FLAGS.submission]  # not imported here
+    _refuse_shared_names(submissions)
     spaces = [_space(s) for s in submissions]
     key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
     workloads = {ref: load_workload(ref, FLAGS.framework, FLAGS.data_dir) for ref in workload_refs}

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from harness import algoperf_compat, spec
+from harness import algoperf_compat, code_identity, spec
 from harness.errors import UserInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,29 @@ def load_workload(name: str, framework: str, data_dir: str | Path) -> spec.Workl
     return module.Workload(data_dir)
 
 
+def search_space_file(submission_path: Path) -> Path | None:
+    """`search_space.json` (or AlgoPerf's `tuning_search_space.json`) beside a submission's file."""
+    paths = [submission_path.parent / name for name in SEARCH_SPACE_FILES]
+    return next((path for path in paths if path.is_file()), None)
+
+
+@dataclass(frozen=True)
+class SubmissionFile:
+    """A submission found by name or path but not imported: all that planning a run needs (its code
+    runs only in the trial's worker, under the trial's limits)."""
+
+    name: str
+    path: Path
+
+    @property
+    def search_space_path(self) -> Path | None:
+        return search_space_file(self.path)
+
+    def code_hash(self) -> str:
+        """The content hash of the submission's code (`harness/code_identity.py`)."""
+        return code_identity.submission_code_hash(self.path, SUBMISSIONS_DIR)
+
+
 @dataclass(frozen=True)
 class Submission:
     """The resolved functions of a submission (AlgoPerf's API; short forms already wrapped)."""
@@ -91,9 +114,7 @@ class Submission:
 
     @property
     def search_space_path(self) -> Path | None:
-        """`search_space.json` (or AlgoPerf's `tuning_search_space.json`) beside the submission's file."""
-        paths = [self.path.parent / name for name in SEARCH_SPACE_FILES]
-        return next((path for path in paths if path.is_file()), None)
+        return search_space_file(self.path)
 
     @property
     def update_params_takes_train_state(self) -> bool:
@@ -140,8 +161,8 @@ def default_data_selection(
     return next(input_queue)
 
 
-def submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
-    """(name, resolved file) of a submission given by name, file or folder.
+def find_submission(name_or_path: str, framework: str) -> SubmissionFile:
+    """The name and resolved file of a submission given by name, file or folder (nothing imported).
 
     A file named like the framework file or AlgoPerf's `submission.py` is named after its folder,
     so `a/submission.py` and `b/submission.py` are the submissions `a` and `b`.
@@ -160,14 +181,14 @@ def submission_file(name_or_path: str, framework: str) -> tuple[str, Path]:
             raise UserInputError(f"submission file {path} is not a Python file (.py)")
         path = path.resolve()
         name = path.parent.name if path.name in (filename, ALGOPERF_FILE) else path.stem
-        return name, path
+        return SubmissionFile(name, path)
     path = SUBMISSIONS_DIR / name_or_path / filename
     if not path.is_file():
         raise UserInputError(
             f"unknown submission {name_or_path!r} for framework {framework}; give a path to a .py file "
             f"or one of: {', '.join(available_submissions(framework))}"
         )
-    return name_or_path, path
+    return SubmissionFile(name_or_path, path)
 
 
 def _import_file(name: str, path: Path) -> ModuleType:
@@ -185,7 +206,8 @@ def _import_file(name: str, path: Path) -> ModuleType:
 
 def load_submission(name_or_path: str, framework: str) -> Submission:
     """Load a submission by name (`submissions/<name>`) or by path to its file or folder."""
-    name, path = submission_file(name_or_path, framework)
+    found = find_submission(name_or_path, framework)
+    name, path = found.name, found.path
     algoperf_compat.install()  # `from algoperf import spec` in the submission means harness.spec
     module = _import_file(f"submission_{name}", path)
     functions = {key: getattr(module, key) for key in dir(module) if not key.startswith("_")}

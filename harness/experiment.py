@@ -2,11 +2,12 @@
 
 Trial directories follow DESIGN.md:
 `<experiment_dir>/<experiment_name>/<workload>_<framework>/<submission>/study_<k>/trial_<i>/`.
-Existing records are never destroyed silently. A trial already there with the same
-hyperparameters and seed is skipped when finished, resumed from its checkpoint when interrupted,
-and rerun from scratch when failed only if `rerun_failed` is set. Records of a different trial
-(other hyperparameters or seed) stop the whole run before anything is written, unless
-`overwrite` is set; every removal is said.
+Existing records are never destroyed silently. A trial already there with the same identity
+(hyperparameters, seed, submission and workload as given and their code's content hashes, step
+limits and evaluation schedule) is skipped when finished, resumed from its checkpoint when
+interrupted, and rerun from scratch when failed only if `rerun_failed` is set. Records of any other
+trial stop the whole run before anything is written, naming what differs, unless `overwrite` is
+set; every removal is said. The command line decides what runs: a record never does.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from harness import environment, search_space, spec
-from harness.discovery import REPO_ROOT, Submission
+from harness.code_identity import workload_code_hash
+from harness.discovery import REPO_ROOT, SubmissionFile
 from harness.errors import UserInputError
 from harness.records import TrialRecord, read_json, write_json
 from harness.trial import TrialOutcome
@@ -51,7 +54,7 @@ class Experiment:
     workload: spec.Workload
     workload_ref: str  # the --workload value that loads it again (name or path)
     framework: str
-    submission: Submission
+    submission: SubmissionFile  # not imported: its code runs only in the trials' workers
     ruleset: str
     space: list | dict | None  # None under the self-tuning ruleset
     num_trials: int
@@ -66,6 +69,11 @@ class Experiment:
     def budget_sec(self) -> float:
         factor = SELF_TUNING_BUDGET_FACTOR if self.ruleset == "self" else 1.0
         return self.workload.max_allowed_runtime_sec * factor
+
+    @cached_property
+    def code(self) -> dict[str, str]:
+        """Content hashes of the submission's and the workload's code (`harness/code_identity.py`)."""
+        return {"submission": self.submission.code_hash(), "workload": workload_code_hash(self.workload)}
 
     def seed(self, *path: int) -> int:
         return int(np.random.SeedSequence([self.rng_seed, *path]).generate_state(1)[0])
@@ -86,16 +94,53 @@ class Experiment:
         ]
 
 
+IDENTITY = {  # meta.json key -> what a record that differs there was made with
+    "hparams": "other hyperparameters",
+    "rng_seed": "another seed",
+    "submission_path": "another submission file",
+    "workload_ref": "another workload",
+    "ruleset": "another tuning ruleset",
+    "max_global_steps": "another --max_global_steps",
+    "eval_every_steps": "another --eval_every_steps",
+    "code": "other code (content hash of the submission or workload files)",
+    "data_hash": "other data (content hash)",
+    "budget_sec": "another time budget",
+}
+
+
+def identity(trial: PlannedTrial) -> dict:
+    """What a trial's records must agree with to be skipped or resumed (the IDENTITY keys of meta)."""
+    experiment = trial.experiment
+    return {
+        "hparams": trial.point,
+        "rng_seed": trial.seed,
+        "submission_path": str(experiment.submission.path),
+        "workload_ref": _workload_ref(experiment),
+        "ruleset": experiment.ruleset,
+        "max_global_steps": experiment.max_global_steps,
+        "eval_every_steps": experiment.eval_every_steps,
+        "code": experiment.code,
+        "data_hash": experiment.workload.data_hash(),
+        "budget_sec": experiment.budget_sec,
+    }
+
+
+def _workload_ref(experiment: Experiment) -> str:
+    ref = experiment.workload_ref
+    return str(Path(ref).resolve()) if "/" in ref else ref
+
+
 def _decide(trial: PlannedTrial, overwrite: bool, rerun_failed: bool) -> tuple[PlannedTrial, str | None]:
     """The trial with its action, and why it blocks the run (None if it does not)."""
     if not trial.dir.exists():
         return trial, None
     meta, status = read_json(trial.dir / "meta.json"), read_json(trial.dir / "summary.json").get("status")
-    same = meta.get("hparams") == trial.point and meta.get("rng_seed") == trial.seed
     if overwrite:
         return replace(trial, action="replace"), None
-    if not same:
-        return trial, f"{trial.dir} (records of other hyperparameters or another seed)"
+    planned = identity(trial)
+    differs = [why for key, why in IDENTITY.items() if meta.get(key) != planned[key]]
+    if differs:
+        return trial, f"{trial.dir} (records made with {', '.join(differs)})"
     if status in FINISHED:
         return replace(trial, action="skip"), None
     if status == "failed":
@@ -119,22 +164,13 @@ def meta(trial: PlannedTrial) -> dict:
     """Everything a worker needs to run the trial, and everything scoring needs to read it."""
     experiment, workload = trial.experiment, trial.experiment.workload
     return {
+        **identity(trial),
         "workload": workload.name,
-        "workload_ref": str(Path(experiment.workload_ref).resolve()) if "/" in experiment.workload_ref
-        else experiment.workload_ref,
         "framework": experiment.framework,
         "submission": experiment.submission.name,
-        "submission_path": str(experiment.submission.path),
         "study": trial.study,
         "trial": trial.index,
-        "ruleset": experiment.ruleset,
-        "rng_seed": trial.seed,
-        "hparams": trial.point,
-        "budget_sec": experiment.budget_sec,
-        "max_global_steps": experiment.max_global_steps,
-        "eval_every_steps": experiment.eval_every_steps,
         "data_dir": str(workload.data_dir.resolve()),
-        "data_hash": workload.data_hash(),
         "hardware": environment.hardware(workload.hardware()),
         "software": environment.software(),
         "git_commit": environment.git_commit(REPO_ROOT),

@@ -104,6 +104,14 @@ class TrialRecord:
                 self.step_logs[name] = [r for r in read_jsonl_prefix(self.dir / name) if r["global_step"] <= step]
                 atomic_write_text(self.dir / name, _jsonl(self.step_logs[name]))
 
+    def set_aside(self, suffix: str) -> None:
+        """Rename the rows written so far (`eval.jsonl` -> `eval.jsonl<suffix>`, and the step logs) so
+        that a restarted run writes fresh files and nothing written before is lost."""
+        for name in ("eval.jsonl", *STEP_LOGS):
+            if (self.dir / name).exists():
+                os.replace(self.dir / name, self.dir / f"{name}{suffix}")
+        self.eval_rows, self.step_logs = [], {name: [] for name in STEP_LOGS}
+
     def add_eval(self, row: dict) -> None:
         self.eval_rows.append(row)
         atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))

@@ -126,6 +126,10 @@ def make_hyperparameters(point: Mapping[str, Any] | None) -> Hyperparameters:
     class Hyperparameters(namedtuple("Hyperparameters", names)):
         __slots__ = ()
 
+        def __getattr__(self, name: str) -> Any:  # only for names that are not fields
+            raise AttributeError(f"hyperparameter {name!r} is not in this trial's search-space point "
+                                 f"(it has {', '.join(names) or 'nothing'})")
+
         def __getattribute__(self, name: str) -> Any:
             if name in names:
                 fields_read.add(name)

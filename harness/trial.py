@@ -199,9 +199,21 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     eval_results, train_rows, step, preemptions = [], [], 0, 0
     clock = TrialClock(workload.sync, now)
     if checkpoint is not None and checkpoint.exists():
-        model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
-        step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
-        _resume(loop, clock, input_queue, record, outcome)
+        try:
+            model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
+        except Exception as exc:  # noqa: BLE001 - a corrupt or crafted file: report it and start afresh
+            outcome.warn(f"checkpoint {checkpoint} could not be loaded ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it is kept as "
+                         f"{checkpoint.name}.unloadable and the trial restarts from step 0")
+            checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unloadable"))
+            record.set_aside(".before_restart")
+            workload.set_global_seed(seeds["step"])
+            params, model_state = workload.init_model_fn(seeds["model"])
+            optimizer_state = submission.init_optimizer_state(
+                workload, params, model_state, hyperparameters, seeds["optimizer"])
+        else:
+            step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
+            _resume(loop, clock, input_queue, record, outcome)
     wants_train_state = submission.update_params_takes_train_state
     training_complete = False
     clock.start_timed()

@@ -1,0 +1,60 @@
+"""Content hashes of the code behind a result, recorded in every trial's meta.json.
+
+A rerun whose code differs from the records' is refused (`harness/experiment.py`), so a result is
+never reported for code other than the code that produced it. What is hashed:
+
+- a submission named by its own file (`my_algo.py`): that file;
+- a submission named after its folder (`my_algo/submission.py`, `my_algo/torch.py`): every Python
+  file under that folder (helper modules included);
+- a submission of the library (`submissions/<name>/`): also the library's shared modules
+  (`submissions/*.py`);
+- a workload: every Python file in the folders of the classes it is built from (its own folder,
+  and e.g. `fashion_mnist/` for `fashion_mnist_vit`), outside the harness.
+
+The harness itself is identified by the git commit in meta.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+WORKLOAD_MODULES = ("workloads.", "timetrial_workload_")  # the repo's, and those loaded from a path
+FOLDER_NAMED = ("submission.py", "torch.py", "jax.py")
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py")
+                  if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts))
+
+
+def files_hash(files: list[Path], root: Path) -> str:
+    """SHA-256 over the files' paths relative to `root` and their bytes, in order."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def submission_code_hash(path: Path, library_dir: Path) -> str:
+    """The hash of a submission's code (see the module docstring) for its resolved file `path`."""
+    path = path.resolve()
+    files = _python_files(path.parent) if path.name in FOLDER_NAMED else [path]
+    if path.parent.parent == library_dir.resolve():
+        files += sorted(library_dir.resolve().glob("*.py"))
+    return files_hash(files, Path(path.anchor))
+
+
+def workload_code_hash(workload: object) -> str:
+    """The hash of the Python files in the folders of the classes `workload` is built from."""
+    folders = []
+    for cls in type(workload).__mro__:
+        if not cls.__module__.startswith(WORKLOAD_MODULES):
+            continue  # the harness's and Python's own classes
+        folder = Path(inspect.getfile(cls)).resolve().parent
+        if folder not in folders:
+            folders.append(folder)
+    files = [f for folder in sorted(folders) for f in _python_files(folder)]
+    return files_hash(files, Path(files[0].anchor) if files else Path("/"))
