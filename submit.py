@@ -8,7 +8,7 @@
 Each trial runs in its own worker process (`harness/worker.py`) under a wall-clock and an optional
 memory limit. Rerunning a command skips finished trials and resumes interrupted ones.
 Every bad flag value ends with one `error:` line and exit status 2, before anything is written.
-Exit status 1 means a trial failed or was interrupted; 0 otherwise.
+Exit status 1 means a trial failed, was interrupted, or is run by another process (locked); 0 otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
 from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
 from harness.progress import SweepProgress
+from harness.trial_lock import Locked
 from harness.worker import run_trial_dir
 
 FLAGS = flags.FLAGS
@@ -149,7 +150,12 @@ def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
         if FLAGS.executor == "inline":
             for trial in trials:
                 on_start(trial.dir)
-                on_end(trial.dir, "failed" if run_trial_dir(trial.dir).status == "failed" else "done")
+                try:
+                    outcome = "failed" if run_trial_dir(trial.dir).status == "failed" else "done"
+                except Locked as exc:
+                    print(f"not run: {exc}", file=sys.stderr)
+                    outcome = "locked"
+                on_end(trial.dir, outcome)
         elif FLAGS.executor == "ray":
             run_ray([t.dir for t in trials], limits, FLAGS.ray_address, FLAGS.max_workers, on_start, on_end)
         else:
@@ -167,7 +173,7 @@ def main(argv: list[str]) -> int:
     planned = plan(experiments(), FLAGS.overwrite, FLAGS.rerun_failed)
     for experiment in {id(t.experiment): t.experiment for t in planned}.values():
         experiment.workload.data_hash()  # a missing dataset fails here, before any record is touched
-    to_run = [t for t in planned if t.action != "skip"]
+    to_run = [t for t in planned if t.action not in ("skip", "locked")]
     if to_run:
         _check_writable(Path(FLAGS.experiment_dir) / FLAGS.experiment_name)
     for trial in to_run:
@@ -175,7 +181,8 @@ def main(argv: list[str]) -> int:
     outcomes = execute(to_run)
     print(f"run records: {Path(FLAGS.experiment_dir) / FLAGS.experiment_name}")
     print("\n".join(describe(t) for t in planned))
-    return 1 if any(outcome in ("failed", "interrupted") for outcome in outcomes.values()) else 0
+    unfinished = any(t.action == "locked" for t in planned)
+    return 1 if unfinished or any(o in ("failed", "interrupted", "locked") for o in outcomes.values()) else 0
 
 
 def _fail(message: str) -> None:

@@ -3,11 +3,12 @@
 A chatty submission can print without bound; the log keeps the first `head` bytes (written as they
 come, so a running trial's log can be followed) and the last `tail` bytes (written when the output
 ends), with one line in between saying how many bytes were cut. A log that a resumed trial
-appends to counts its earlier bytes towards the head.
+appends to counts its earlier bytes towards the head. Output that never comes creates no file.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -26,10 +27,14 @@ class CappedLog:
         self._thread.start()
 
     def _copy(self) -> None:
+        chunks = self._chunks()
+        first = next(chunks, None)
+        if first is None:  # no output: no log (a worker that found its trial locked must not touch it)
+            return
         with open(self.path, "ab") as log:
             room = max(0, self._head - log.tell())
             tail, beyond_head = bytearray(), 0
-            for chunk in self._chunks():
+            for chunk in itertools.chain([first], chunks):
                 if room:
                     kept = chunk[:room]
                     log.write(kept)

@@ -9,7 +9,14 @@ A worker's output goes to its trial's `log.txt`, capped (`harness/capped_log.py`
 kept). A worker that crashes, exceeds its wall-clock limit, or grows past its memory limit (resident
 memory of the worker and its children, polled) is killed and its trial recorded as failed with
 the reason; the run goes on. A worker killed from outside by SIGKILL leaves its trial
-*interrupted*: rerunning the command resumes it from its last checkpoint.
+*interrupted*: rerunning the command resumes it from its last checkpoint. A worker that finds its
+trial locked by another process (another sweep runs it) changes nothing; its outcome is *locked*
+and the executor says on stderr who holds the lock.
+
+When a trial ends, however it ends, every process it started is gone: the worker kills its
+descendants itself, and the supervisor, which remembers the worker's descendants as it polls,
+kills those still alive and the worker's process group (for a worker killed at a limit, from
+outside, or one that crashed).
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ from harness.capped_log import CappedLog
 from harness.discovery import REPO_ROOT
 from harness.experiment import write_failure
 from harness.records import read_json
-from harness.worker import PARENT_PID_VARIABLE
+from harness.trial_lock import Locked, recorded_holder
+from harness.worker import LOCKED_EXIT_STATUS, PARENT_PID_VARIABLE, kill_processes
 
 POLL_SEC = 0.1
+REMEMBER_SEC = 1.0  # how often the worker's descendants are listed (a scan of /proc) between kills
+KILL_WAIT_SEC = 5.0
 LOG_TAIL_CHARS = 4000
 
 
@@ -54,21 +64,44 @@ class TrialProcess:
             start_new_session=True,
         )
         self._log = None if stream_output else CappedLog(trial_dir / "log.txt", self.process.stdout)
-        self.started = time.monotonic()
+        self.started = self._remembered_at = time.monotonic()
+        self._root = psutil.Process(self.process.pid)
+        self._descendants: set[psutil.Process] = set()  # every one seen; psutil checks PID reuse
+
+    def _remember(self) -> list[psutil.Process]:
+        """The worker's descendants now, added to those remembered."""
+        try:
+            found = self._root.children(recursive=True)
+        except psutil.Error:
+            return []
+        self._descendants.update(found)
+        self._remembered_at = time.monotonic()
+        return found
 
     def _resident_gb(self) -> float:
-        try:
-            root = psutil.Process(self.process.pid)
-            processes = [root, *root.children(recursive=True)]
-            return sum(p.memory_info().rss for p in processes) / 2**30
-        except psutil.Error:
-            return 0.0
+        total = 0
+        for process in [self._root, *self._remember()]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:  # ended meanwhile, or a zombie
+                pass
+        return total / 2**30
 
-    def kill(self) -> None:
+    def _kill_leftovers(self) -> None:
+        """SIGKILL the remembered descendants still alive (and theirs), and the worker's process group."""
+        leftovers = kill_processes(self._descendants)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
+        psutil.wait_procs([p for p in leftovers if p != self._root], timeout=KILL_WAIT_SEC)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process the trial started."""
+        if self.process.poll() is None:
+            self._remember()
+            kill_processes([self._root])
+        self._kill_leftovers()
         self.process.wait()
 
     def _fail(self, reason: str) -> str:
@@ -86,10 +119,11 @@ class TrialProcess:
         if self._log is None:
             return "(output above)"
         self._log.close()
-        return (self.trial_dir / "log.txt").read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        log = self.trial_dir / "log.txt"
+        return log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log.exists() else "(no output)"
 
     def poll(self) -> str | None:
-        """None while the trial runs; then 'done', 'failed' or 'interrupted'."""
+        """None while the trial runs; then 'done', 'failed', 'interrupted' or 'locked'."""
         code = self.process.poll()
         if code is None:
             wall, memory = self.limits.wall_sec, self.limits.memory_gb
@@ -97,7 +131,12 @@ class TrialProcess:
                 return self._fail(f"exceeded the per-trial wall-clock limit of {wall:g} s")
             if memory is not None and (resident := self._resident_gb()) > memory:
                 return self._fail(f"exceeded the per-trial memory limit of {memory:g} GB (resident {resident:.2f} GB)")
+            if time.monotonic() - self._remembered_at >= REMEMBER_SEC:
+                self._remember()
             return None
+        self._kill_leftovers()
+        if code == LOCKED_EXIT_STATUS:
+            return self._finish("locked")
         status = read_json(self.trial_dir / "summary.json").get("status")
         if code in (0, 1) and status != "running":
             return self._finish("failed" if status == "failed" else "done")
@@ -106,6 +145,12 @@ class TrialProcess:
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         write_failure(self.trial_dir, f"the worker process died ({how})", self._log_tail())
         return self._finish("failed")
+
+
+def say_locked(trial_dir: Path, outcome: str) -> None:
+    """On stderr: who holds the lock of a trial whose outcome is 'locked'."""
+    if outcome == "locked":
+        print(f"not run: {Locked(trial_dir, recorded_holder(trial_dir) or 'unknown')}", file=sys.stderr, flush=True)
 
 
 def supervise(trial_dir: Path, limits: Limits) -> str:
@@ -130,6 +175,7 @@ def run_local(trial_dirs: list[Path], limits: Limits, max_workers: int,
             for process in list(running):
                 if (outcome := process.poll()) is not None:
                     running.remove(process)
+                    say_locked(process.trial_dir, outcome)
                     on_end(process.trial_dir, outcome)
     finally:
         for process in running:
@@ -155,6 +201,8 @@ def run_ray(trial_dirs: list[Path], limits: Limits, address: str | None, max_wor
             futures[task.remote(resolved, limits)] = trial_dir
         while futures:
             done, _ = ray.wait(list(futures), num_returns=1)
-            on_end(futures.pop(done[0]), ray.get(done[0]))
+            trial_dir, outcome = futures.pop(done[0]), ray.get(done[0])
+            say_locked(trial_dir, outcome)
+            on_end(trial_dir, outcome)
     finally:
         ray.shutdown()

@@ -7,7 +7,9 @@ Existing records are never destroyed silently. A trial already there with the sa
 limits and evaluation schedule) is skipped when finished, resumed from its checkpoint when
 interrupted, and rerun from scratch when failed only if `rerun_failed` is set. Records of any other
 trial stop the whole run before anything is written, naming what differs, unless `overwrite` is
-set; every removal is said. The command line decides what runs: a record never does.
+set; every removal is said. The command line decides what runs: a record never does. A trial
+that another live process runs (it holds the trial's lock, `harness/trial_lock.py`) is left
+alone, even under `overwrite`: its action is `locked`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import environment, search_space, spec
+from harness import environment, search_space, spec, trial_lock
 from harness.code_identity import workload_code_hash
 from harness.discovery import REPO_ROOT, SubmissionFile
 from harness.errors import UserInputError
@@ -39,7 +41,8 @@ class PlannedTrial:
     point: dict | None
     seed: int
     dir: Path
-    action: str = "run"  # run | resume | skip | rerun (failed, removed first) | replace (--overwrite)
+    action: str = "run"  # run | resume | skip | rerun (failed, removed first) | replace (--overwrite) | locked
+    locked_by: str | None = None  # who holds the trial's lock when the action is `locked`
 
     @property
     def label(self) -> str:
@@ -134,6 +137,8 @@ def _decide(trial: PlannedTrial, overwrite: bool, rerun_failed: bool) -> tuple[P
     """The trial with its action, and why it blocks the run (None if it does not)."""
     if not trial.dir.exists():
         return trial, None
+    if (holder := trial_lock.holder(trial.dir)) is not None:  # before --overwrite: a running trial is never removed
+        return replace(trial, action="locked", locked_by=holder), None
     meta, status = read_json(trial.dir / "meta.json"), read_json(trial.dir / "summary.json").get("status")
     if overwrite:
         return replace(trial, action="replace"), None
@@ -202,6 +207,11 @@ def describe(trial: PlannedTrial) -> str:
     best = summary.get("best_validation")
     best_text = f"best {metric} {best:.4f}" if best is not None else "no evaluation"
     status = summary.get("status")
+    holder = trial.locked_by if trial.action == "locked" else None
+    if holder is None and status == "running":  # another sweep took it after this one planned it
+        holder = trial_lock.holder(trial.dir)
+    if holder:
+        return f"{trial.label}: locked: another process runs it, not this command ({holder})"
     if summary.get("time_to_target") is not None:
         line = (f"target reached ({metric} {target:g}) at "
                 f"{summary['time_to_target']:.1f} timed seconds / step {summary['steps_to_target']}")

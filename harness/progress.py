@@ -57,7 +57,7 @@ class SweepProgress:
 
     def __init__(self, total: int) -> None:
         self.total, self.started_at = total, time.monotonic()
-        self.counts = {"done": 0, "failed": 0, "interrupted": 0}
+        self.counts = {"done": 0, "failed": 0, "interrupted": 0, "locked": 0}
         self.running = 0
         self.interactive = sys.stderr.isatty()
         self.bar = tqdm(total=total, desc="trials", unit="trial", disable=not self.interactive or total == 1)
@@ -69,7 +69,8 @@ class SweepProgress:
             remaining = (time.monotonic() - self.started_at) / finished * (self.total - finished)
             eta = f", ETA {remaining / 60:.1f} min"
         return (f"{self.counts['done']} done, {self.running} running, {self.counts['failed']} failed"
-                + (f", {self.counts['interrupted']} interrupted" if self.counts["interrupted"] else "") + eta)
+                + (f", {self.counts['interrupted']} interrupted" if self.counts["interrupted"] else "")
+                + (f", {self.counts['locked']} locked by another process" if self.counts["locked"] else "") + eta)
 
     def on_start(self, label: str) -> None:
         self.running += 1

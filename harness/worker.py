@@ -4,26 +4,49 @@
 
 The trial is described entirely by `<trial_dir>/meta.json` (written by the planner). The worker
 resumes from `<trial_dir>/checkpoint/latest.pt` when one exists. A submission's exception is
-recorded as a failed trial with its traceback (exit status 1). Started by an executor, the worker
-asks the kernel to kill it if its parent dies, so a killed sweep leaves no orphan trials.
+recorded as a failed trial with its traceback (exit status 1). The submission's code is imported
+here, never by the planner, so the trial's limits cover its import too (an import error or hang
+fails the trial), and only if it is still the code whose hash meta.json records.
+
+One process runs a trial at a time: before it reads or writes anything the worker takes the
+trial's lock (`harness/trial_lock.py`). When another live process holds it, the worker exits with
+`LOCKED_EXIT_STATUS` and has written nothing; a trial that another process ended since it was
+planned is not run again. Started by an executor, the worker asks the kernel to kill it if its
+parent dies, so a killed sweep leaves no orphan trials. On Linux it is the subreaper of every
+process the trial starts (detached ones included: double fork, setsid), and when the trial ends,
+normally, by an exception or by SIGTERM, it kills them all before it exits.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Iterable
 
-from harness.discovery import load_submission, load_workload
+import psutil
+
+from harness import trial_lock
+from harness.discovery import find_submission, load_submission, load_workload
+from harness.errors import UserInputError
 from harness.progress import TrialProgress
-from harness.records import TrialRecord
+from harness.records import TrialRecord, read_json
 from harness.trial import TrialOutcome, run_trial
 
 PARENT_PID_VARIABLE = "TIMETRIAL_PARENT_PID"
+LOCKED_EXIT_STATUS = 75  # sysexits' EX_TEMPFAIL: another process holds the trial's lock
+KILL_WAIT_SEC = 5.0
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def die_with_parent() -> None:
@@ -31,21 +54,125 @@ def die_with_parent() -> None:
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent is None or not sys.platform.startswith("linux"):
         return
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before the request took effect
         os._exit(1)
+
+
+def become_subreaper() -> None:
+    """Linux: adopt this process's orphaned descendants, so that detached ones stay its descendants."""
+    if sys.platform.startswith("linux"):
+        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _signal_all(processes: Iterable[psutil.Process], signum: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signum)  # psutil refuses a PID that was reused meanwhile
+        except psutil.Error:
+            pass
+
+
+def _with_descendants(processes: Iterable[psutil.Process]) -> set[psutil.Process]:
+    """The live ones among `processes`, and all their descendants."""
+    found = set()
+    for process in processes:
+        try:
+            if process.is_running():
+                found.add(process)
+                found.update(process.children(recursive=True))
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_processes(processes: Iterable[psutil.Process]) -> set[psutil.Process]:
+    """SIGKILL the processes and all their descendants; all are stopped first so none forks unseen.
+
+    Returns the processes signalled. Does not wait for them."""
+    tree = _with_descendants(processes)
+    for _ in range(10):
+        _signal_all(tree, signal.SIGSTOP)
+        grown = _with_descendants(tree)
+        if grown <= tree:
+            break
+        tree |= grown
+    _signal_all(tree, signal.SIGKILL)
+    return tree
+
+
+def _reap_children() -> None:
+    """Collect the exit status of every child of this process that has ended (no zombies left)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def kill_descendants() -> None:
+    """SIGKILL every process this one started (adopted orphans included) and reap them."""
+    me, deadline = psutil.Process(), time.monotonic() + KILL_WAIT_SEC
+    while (descendants := me.children(recursive=True)) and time.monotonic() < deadline:
+        kill_processes(descendants)
+        time.sleep(0.02)
+        _reap_children()
+
+
+def _on_sigterm(signum, frame) -> None:
+    """Kill the trial's processes, then die of SIGTERM as the sender meant."""
+    kill_descendants()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def checkpoint_path(trial_dir: Path) -> Path:
     return trial_dir / "checkpoint" / "latest.pt"
 
 
+def _ended_elsewhere(trial_dir: Path) -> TrialOutcome | None:
+    """The recorded outcome when another process ended the trial after it was planned; else None."""
+    summary = read_json(trial_dir / "summary.json")
+    if summary.get("status", "running") == "running":
+        return None
+    print(f"{trial_dir}: not run again: another process ended it ({summary['status']}) since it was planned",
+          file=sys.stderr)
+    names = {f.name for f in dataclasses.fields(TrialOutcome)}
+    return TrialOutcome(**{k: v for k, v in summary.items() if k in names})
+
+
 def run_trial_dir(trial_dir: Path) -> TrialOutcome:
-    """Run (or resume) the trial described by `trial_dir/meta.json`; its summary is written either way."""
+    """Run (or resume) the trial described by `trial_dir/meta.json`; its summary is written either way.
+
+    Raises `trial_lock.Locked`, having written nothing, when another process runs the trial."""
+    with trial_lock.held(trial_dir):
+        return _ended_elsewhere(trial_dir) or _run_locked(trial_dir)
+
+
+def _load(meta: dict) -> tuple:
+    """The trial's workload and submission; the submission's code is imported here, in the worker, and
+    only if it is still the code the run was planned with."""
+    workload = load_workload(meta["workload_ref"], meta["framework"], meta["data_dir"])
+    found = find_submission(meta["submission_path"], meta["framework"])
+    if found.code_hash() != meta["code"]["submission"]:
+        raise UserInputError(f"submission {found.path} changed after the run was planned (its content hash "
+                             "differs from meta.json's); run the command again")
+    return workload, load_submission(meta["submission_path"], meta["framework"])
+
+
+def _run_locked(trial_dir: Path) -> TrialOutcome:
     meta = json.loads((trial_dir / "meta.json").read_text())
     record = TrialRecord(trial_dir)
-    workload = load_workload(meta["workload_ref"], meta["framework"], meta["data_dir"])
-    submission = load_submission(meta["submission_path"], meta["framework"])
+    try:
+        workload, submission = _load(meta)
+    except Exception as exc:  # noqa: BLE001 - an import error of the submission fails its trial, not the sweep
+        outcome = TrialOutcome("running")
+        outcome.fail(exc)
+        print(f"error: {outcome.stop_reason}", file=sys.stderr)
+        record.write_summary(outcome.summary())
+        return outcome
     label = f"{meta['workload']}/{meta['submission']} study_{meta['study']}/trial_{meta['trial']}"
     progress = TrialProgress(label, workload.target_metric_name, workload.validation_target_value, meta["budget_sec"])
     try:
@@ -71,7 +198,16 @@ def main(argv: list[str]) -> int:
         print("usage: python -m harness.worker <trial_dir>", file=sys.stderr)
         return 2
     die_with_parent()
-    return 1 if run_trial_dir(Path(argv[1])).status == "failed" else 0
+    become_subreaper()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return 1 if run_trial_dir(Path(argv[1])).status == "failed" else 0
+    except trial_lock.Locked as exc:
+        if PARENT_PID_VARIABLE not in os.environ:  # an executor says it itself, outside the trial's log
+            print(exc, file=sys.stderr)
+        return LOCKED_EXIT_STATUS
+    finally:
+        kill_descendants()
 
 
 if __name__ == "__main__":
