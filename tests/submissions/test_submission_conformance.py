@@ -50,6 +50,7 @@ class Table:
             (folder / "torch.py").write_text(WRAPPER.format(name=workload, n=EVAL_EXAMPLES))
             self.results[workload] = run_submit(
                 "--workload", str(folder), "--submission", ",".join(SUBMISSIONS), "--max_global_steps", str(STEPS),
+                "--eval_every_steps", str(STEPS),  # evaluations after steps 1 and 3 however slow the machine
                 "--experiment_dir", str(self.root / "runs"), "--experiment_name", workload, "--executor", "inline",
             )
         return self.root / "runs" / workload / f"{workload}_pytorch", self.results[workload]
