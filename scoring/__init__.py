@@ -14,15 +14,8 @@ trials and build the tables), `targets` (AlgoPerf's targets data file),
 `report` (the CLI and its files).
 """
 
-from scoring.ingest import (
-    RunRecordError,
-    Runs,
-    find_trials,
-    hardware_groups,
-    hyperparameters,
-    load_runs,
-    mixed_hardware_message,
-)
+from scoring.hardware import hardware_groups, mixed_hardware_message
+from scoring.ingest import RunRecordError, Runs, find_trials, hyperparameters, load_runs
 from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
 from scoring.profiles import (
     algoperf_taus,

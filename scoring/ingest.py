@@ -28,20 +28,15 @@ recorded in more than one framework. Targets come from `meta.json` for TimeTrial
 
 Bad records raise `RunRecordError` naming the file (and the row); with `on_error="warn"` the
 trial is skipped with a warning instead (a truncated last line, which a killed process can
-leave, only loses that line). Besides unreadable files, a record is bad when a row is impossible
-(see `impossible_rows`): a missing, negative or non-finite `accumulated_submission_time` or
-`global_step`, one that decreases with no preemption in between (AlgoPerf appends the rows of a
-resumed run, which may go back to its checkpoint), or a target metric of -∞ for a 'min' target
-(+∞ for 'max'), which would meet any target. NaN metrics (a diverged evaluation) and +∞ for
-'min' (-∞ for 'max') are measurements that never reach the target.
+leave, only loses that line). Besides unreadable files, a record is bad when one of its rows is
+impossible (`scoring/eval_rows.py`: missing, negative or decreasing times; a target metric that
+would meet any target).
 
 Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's layout
 (AlgoPerf's published v0.5 logs have 18, copies under `<submission>/study_<k>/trial_<i>/`)
 are not errors: each kind is skipped with one warning giving the count and an example path.
 
-Hardware: runs are grouped by `hardware_class`, the accelerator model and count for accelerator
-runs (TimeTrial's `hardware.accelerator` and `num_devices`, AlgoPerf's `gpu_model_name` and
-`gpu_count`), so a different host CPU does not separate them; CPU-only runs by full fingerprint.
+Hardware classes (what runs are compared by) are grouped in `scoring/hardware.py`.
 """
 
 from __future__ import annotations
@@ -61,7 +56,6 @@ from scoring.readers import (
     ALGOPERF_EVALS,
     ALGOPERF_LAYOUT,
     REQUIRED_COLUMNS,
-    TIMETRIAL_EVALS,
     TIMETRIAL_META,
     TRIAL_DIR,
     OutsideLayout,
@@ -69,19 +63,15 @@ from scoring.readers import (
     TrialRecord,
     read_trial,
 )
+from scoring.eval_rows import evals_path, impossible_rows
 from scoring.targets import algoperf_targets
 
 __all__ = [
     "RunRecordError",
     "Runs",
-    "describe_hardware",
     "find_trials",
-    "hardware_groups",
     "hyperparameters",
-    "impossible_rows",
     "load_runs",
-    "mixed_hardware_message",
-    "target_metric_values",
 ]
 
 _SKIP_DIRS = {"checkpoint", "checkpoints", "__pycache__"}
@@ -281,12 +271,12 @@ def _skipped_notes(empty: list[str], stray: list[str]) -> list[str]:
     notes = []
     if empty:
         notes.append(
-            f"{_count(len(empty), 'trial_<i> directory', 'trial_<i> directories')} without {TIMETRIAL_META} "
+            f"{count_phrase(len(empty), 'trial_<i> directory', 'trial_<i> directories')} without {TIMETRIAL_META} "
             f"or {ALGOPERF_EVALS} (not a trial, skipped), e.g. {empty[0]}"
         )
     if stray:
         notes.append(
-            f"skipped {_count(len(stray), ALGOPERF_EVALS + ' file')} outside AlgoPerf's layout "
+            f"skipped {count_phrase(len(stray), ALGOPERF_EVALS + ' file')} outside AlgoPerf's layout "
             f"{ALGOPERF_LAYOUT}, e.g. {stray[0]}"
         )
     return notes
@@ -300,12 +290,12 @@ def _target_notes(trials: list[TrialRecord], version: str) -> list[str]:
         return []
     records, are = ("records", "is") if len(notes) == 1 else ("record", "are")
     return [
-        f"{_count(len(notes), 'trial')} in AlgoPerf's layout {records} a target other than AlgoPerf "
+        f"{count_phrase(len(notes), 'trial')} in AlgoPerf's layout {records} a target other than AlgoPerf "
         f"v{version}'s, and {are} scored against AlgoPerf's, e.g. {notes[0]}"
     ]
 
 
-def _count(n: int, singular: str, plural: str | None = None) -> str:
+def count_phrase(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
@@ -368,7 +358,7 @@ def load_runs(
             raise bad[0]
         notes.extend(f"{e}; trial skipped" for e in bad)
         skip = {e.path for e in bad}
-        trials = [t for t in trials if _evals_path(t.trial_dir, t.layout) not in skip]
+        trials = [t for t in trials if evals_path(t.trial_dir, t.layout) not in skip]
         evals, trial_table = _tables(trials)
     for note in notes:
         warnings.warn(note, stacklevel=2)
@@ -396,69 +386,6 @@ def _tables(trials: list[TrialRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return _attach_trial_columns(evals, trial_table), trial_table
 
 
-def _evals_path(trial_dir: str, layout: str) -> str:
-    """The file holding a trial's evaluation rows."""
-    return os.path.join(trial_dir, TIMETRIAL_EVALS if layout == "timetrial" else ALGOPERF_EVALS)
-
-
-def target_metric_values(evals: pd.DataFrame) -> np.ndarray:
-    """Each evaluation row's value of its trial's target metric (NaN where not measured)."""
-    values = np.full(len(evals), np.nan)
-    metric_of_row = evals["target_metric"]
-    for metric in metric_of_row.cat.categories:
-        if metric in evals.columns:
-            rows = (metric_of_row == metric).to_numpy()
-            values[rows] = evals[metric].to_numpy(dtype=np.float64)[rows]
-    return values
-
-
-def impossible_rows(evals: pd.DataFrame, trials: pd.DataFrame) -> list[RunRecordError]:
-    """A `RunRecordError` naming the file and line of each trial's first impossible evaluation
-    row (see the module docstring), in trial order; [] when every row is possible."""
-    tid = evals["trial_id"].to_numpy()
-    same_trial = np.concatenate([[False], tid[1:] == tid[:-1]])
-    preempted = np.zeros(len(evals), dtype=bool)
-    if "preemption_count" in evals.columns:
-        count = evals["preemption_count"].to_numpy(dtype=np.float64)
-        preempted[1:] = count[1:] > count[:-1]
-    bad = np.zeros(len(evals), dtype=bool)
-    for column in REQUIRED_COLUMNS:
-        v = evals[column].to_numpy(dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            bad |= ~np.isfinite(v) | (v < 0)
-            bad[1:] |= (v[1:] < v[:-1]) & same_trial[1:] & ~preempted[1:]
-    values = target_metric_values(evals)
-    minimize = (trials["direction"] == "min").to_numpy()[tid]
-    bad |= values == np.where(minimize, -np.inf, np.inf)
-    rows = np.flatnonzero(bad)
-    _, first = np.unique(tid[rows], return_index=True)
-    return [_row_error(evals, trials, row, bool(same_trial[row] and not preempted[row])) for row in rows[first]]
-
-
-def _row_error(evals: pd.DataFrame, trials: pd.DataFrame, row: int, continues: bool) -> RunRecordError:
-    """The error for impossible evaluation row `row` (`continues`: the previous row is the same
-    trial's, with no preemption between): its file, its line, what is wrong with it."""
-    trial = trials.iloc[int(evals["trial_id"].iat[row])]
-    path = _evals_path(str(trial["trial_dir"]), str(trial["layout"]))
-    line = int(evals["eval_index"].iat[row]) + (2 if trial["layout"] == "algoperf" else 1)  # CSV line 1: header
-    return RunRecordError(path, f"line {line}: {_row_problem(evals, row, continues, str(trial['direction']))}")
-
-
-def _row_problem(evals: pd.DataFrame, row: int, continues: bool, direction: str) -> str:
-    """What makes evaluation row `row` impossible, in words."""
-    for column in REQUIRED_COLUMNS:
-        v = float(evals[column].iat[row])
-        if np.isnan(v):
-            return f"no {column}"
-        if not np.isfinite(v) or v < 0:
-            return f"{column} is {v}; it must be a finite number >= 0"
-        previous = float(evals[column].iat[row - 1]) if continues else -np.inf
-        if v < previous:
-            return f"{column} {v} is less than the previous row's {previous}, with no preemption between"
-    metric = str(evals["target_metric"].iat[row])
-    return f"{metric} is {float(evals[metric].iat[row])}, which would meet any {direction!r} target"
-
-
 def _attach_trial_columns(evals: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     """Copy each trial's metadata onto its evaluation rows (categoricals share codes: cheap)."""
     ids = evals["trial_id"].to_numpy()
@@ -482,69 +409,3 @@ def hyperparameters(runs: Runs) -> pd.DataFrame:
     points = [json.loads(h) if isinstance(h, str) else {} for h in runs.trials["hparams"]]
     table = pd.DataFrame.from_records(points, index=runs.trials.index)
     return pd.concat([runs.trials[["trial_id", "entry", "workload", "study", "trial"]], table], axis=1)
-
-
-def hardware_groups(runs: Runs) -> pd.DataFrame:
-    """One row per hardware class (accelerator model and count for accelerator runs, the full
-    fingerprint otherwise): its description, host CPUs with trial counts, trials, entries, run paths."""
-    t = runs.trials
-    rows = []
-    for hw_class, group in t.groupby(t["hardware_class"].astype(str), sort=True):
-        accelerator = _is_accelerator_class(group)
-        cpu_only_desc = ", ".join(sorted(group["hardware_desc"].astype(str).unique()))
-        rows.append(
-            {
-                "hardware_class": hw_class,
-                "description": hw_class if accelerator else cpu_only_desc,
-                "fingerprints": sorted(group["hardware"].astype(str).unique()),
-                "host_cpus": _host_cpus(group) if accelerator else [],
-                "trials": len(group),
-                "entries": sorted(group["entry"].astype(str).unique()),
-                "roots": sorted(group["root"].astype(str).unique()),
-                "example": str(group["trial_dir"].iloc[0]),
-            }
-        )
-    columns = ["hardware_class", "description", "fingerprints", "host_cpus", "trials", "entries", "roots", "example"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _is_accelerator_class(group: pd.DataFrame) -> bool:
-    """True when the class is an accelerator model and count (a CPU-only class is its fingerprint)."""
-    return bool((group["hardware_class"].astype(str) != group["hardware"].astype(str)).all())
-
-
-def _host_cpus(group: pd.DataFrame) -> list[tuple[str, int]]:
-    """(host CPU, trial count) of an accelerator class's trials, most trials first."""
-    counts = group["host_cpu"].astype(object).fillna("unknown CPU").astype(str).value_counts()
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-
-
-def describe_hardware(group) -> str:
-    """One hardware class in words: '8 x V100 (host CPUs differ, not compared: A (3 trials), B (2
-    trials))', or a CPU description with its fingerprint."""
-    if not group.host_cpus:
-        return f"{group.description} (fingerprint {', '.join(group.fingerprints)})"
-    note = host_cpu_note(group.host_cpus)
-    return f"{group.description}" + (f" ({note})" if note else f" on {group.host_cpus[0][0]}")
-
-
-def host_cpu_note(host_cpus: list[tuple[str, int]]) -> str | None:
-    """'host CPUs differ, not compared: A (3 trials), B (2 trials)', or None for a single host CPU."""
-    if len(host_cpus) < 2:
-        return None
-    listed = ", ".join(f"{cpu} ({_count(n, 'trial')})" for cpu, n in host_cpus)
-    return f"host CPUs differ, not compared: {listed}"
-
-
-def mixed_hardware_message(groups: pd.DataFrame) -> str:
-    """Which runs come from which hardware class, in one line."""
-    parts = []
-    for g in groups.itertuples():
-        parts.append(
-            f"{describe_hardware(g)}: {g.trials} trials of {', '.join(g.entries)} "
-            f"under {', '.join(g.roots)}, e.g. {g.example}"
-        )
-    return (
-        f"run records come from {len(groups)} different hardware classes (accelerator model and count "
-        "for accelerator runs, the full fingerprint for CPU-only runs): " + "; ".join(parts)
-    )

@@ -32,14 +32,8 @@ from pathlib import Path
 from harness.records import atomic_write_bytes
 from scoring import plots
 from scoring.html import render_page
-from scoring.ingest import (
-    RunRecordError,
-    Runs,
-    describe_hardware,
-    hardware_groups,
-    load_runs,
-    mixed_hardware_message,
-)
+from scoring.hardware import describe_hardware, hardware_groups, mixed_hardware_message
+from scoring.ingest import RunRecordError, Runs, load_runs
 from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
 from scoring.markdown import render_markdown
 from scoring.tables import comparisons_table, describe_mode, leaderboard_table, tidy_times, times_table

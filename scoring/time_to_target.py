@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from scoring.ingest import Runs, target_metric_values
+from scoring.eval_rows import target_metric_values
+from scoring.ingest import Runs
 
 MODES = ("exact", "algoperf")
 STUDY_KEYS = ["entry", "workload", "study"]

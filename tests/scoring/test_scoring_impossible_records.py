@@ -1,7 +1,7 @@
 """Impossible evaluation rows are bad records, named by file and line; measurements that merely
 never reach the target (NaN, a loss of +∞) are not.
 
-Decisions (scoring/ingest.py, `impossible_rows`): a missing, negative or non-finite
+Decisions (scoring/eval_rows.py, `impossible_rows`): a missing, negative or non-finite
 `accumulated_submission_time` or `global_step` is impossible, and so is one that decreases
 without a preemption in between (AlgoPerf appends the rows of a resumed run, which can go back
 to its checkpoint); a target metric of -∞ for a 'min' target (+∞ for 'max') would meet any
