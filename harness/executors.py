@@ -36,12 +36,12 @@ from harness.capped_log import CappedLog
 from harness.discovery import REPO_ROOT
 from harness.experiment import write_failure
 from harness.records import read_json
+from harness.process_tree import KILL_WAIT_SEC, kill_processes
 from harness.trial_lock import Locked, recorded_holder
-from harness.worker import LOCKED_EXIT_STATUS, PARENT_PID_VARIABLE, kill_processes
+from harness.worker import LOCKED_EXIT_STATUS, PARENT_PID_VARIABLE
 
 POLL_SEC = 0.1
 REMEMBER_SEC = 1.0  # how often the worker's descendants are listed (a scan of /proc) between kills
-KILL_WAIT_SEC = 5.0
 LOG_TAIL_CHARS = 4000
 
 

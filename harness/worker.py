@@ -19,34 +19,24 @@ normally, by an exception or by SIGTERM, it kills them all before it exits.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from typing import Iterable
-
-import psutil
 
 from harness import trial_lock
 from harness.discovery import find_submission, load_submission, load_workload
 from harness.errors import UserInputError
+from harness.process_tree import become_subreaper, kill_descendants, prctl
 from harness.progress import TrialProgress
 from harness.records import TrialRecord, read_json
 from harness.trial import TrialOutcome, run_trial
 
 PARENT_PID_VARIABLE = "TIMETRIAL_PARENT_PID"
 LOCKED_EXIT_STATUS = 75  # sysexits' EX_TEMPFAIL: another process holds the trial's lock
-KILL_WAIT_SEC = 5.0
 _PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: int) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def die_with_parent() -> None:
@@ -54,71 +44,9 @@ def die_with_parent() -> None:
     parent = os.environ.get(PARENT_PID_VARIABLE)
     if parent is None or not sys.platform.startswith("linux"):
         return
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before the request took effect
         os._exit(1)
-
-
-def become_subreaper() -> None:
-    """Linux: adopt this process's orphaned descendants, so that detached ones stay its descendants."""
-    if sys.platform.startswith("linux"):
-        _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-def _signal_all(processes: Iterable[psutil.Process], signum: int) -> None:
-    for process in processes:
-        try:
-            process.send_signal(signum)  # psutil refuses a PID that was reused meanwhile
-        except psutil.Error:
-            pass
-
-
-def _with_descendants(processes: Iterable[psutil.Process]) -> set[psutil.Process]:
-    """The live ones among `processes`, and all their descendants."""
-    found = set()
-    for process in processes:
-        try:
-            if process.is_running():
-                found.add(process)
-                found.update(process.children(recursive=True))
-        except psutil.Error:
-            pass
-    return found
-
-
-def kill_processes(processes: Iterable[psutil.Process]) -> set[psutil.Process]:
-    """SIGKILL the processes and all their descendants; all are stopped first so none forks unseen.
-
-    Returns the processes signalled. Does not wait for them."""
-    tree = _with_descendants(processes)
-    for _ in range(10):
-        _signal_all(tree, signal.SIGSTOP)
-        grown = _with_descendants(tree)
-        if grown <= tree:
-            break
-        tree |= grown
-    _signal_all(tree, signal.SIGKILL)
-    return tree
-
-
-def _reap_children() -> None:
-    """Collect the exit status of every child of this process that has ended (no zombies left)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def kill_descendants() -> None:
-    """SIGKILL every process this one started (adopted orphans included) and reap them."""
-    me, deadline = psutil.Process(), time.monotonic() + KILL_WAIT_SEC
-    while (descendants := me.children(recursive=True)) and time.monotonic() < deadline:
-        kill_processes(descendants)
-        time.sleep(0.02)
-        _reap_children()
 
 
 def _on_sigterm(signum, frame) -> None:
