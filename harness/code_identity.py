@@ -30,7 +30,8 @@ def _python_files(folder: Path) -> list[Path]:
 
 
 def files_hash(files: list[Path], root: Path) -> str:
-    """SHA-256 over the files' paths relative to `root` and their bytes, in order."""
+    """SHA-256 over the files' paths relative to `root` and their bytes, in order (so the hash does
+    not depend on where a clone or a submission's folder lives)."""
     digest = hashlib.sha256()
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0")
@@ -40,11 +41,10 @@ def files_hash(files: list[Path], root: Path) -> str:
 
 def submission_code_hash(path: Path, library_dir: Path) -> str:
     """The hash of a submission's code (see the module docstring) for its resolved file `path`."""
-    path = path.resolve()
-    files = _python_files(path.parent) if path.name in FOLDER_NAMED else [path]
-    if path.parent.parent == library_dir.resolve():
-        files += sorted(library_dir.resolve().glob("*.py"))
-    return files_hash(files, Path(path.anchor))
+    path, library_dir = path.resolve(), library_dir.resolve()
+    if path.parent.parent == library_dir:
+        return files_hash(_python_files(path.parent) + sorted(library_dir.glob("*.py")), library_dir)
+    return files_hash(_python_files(path.parent) if path.name in FOLDER_NAMED else [path], path.parent)
 
 
 def workload_code_hash(workload: object) -> str:
@@ -56,5 +56,7 @@ def workload_code_hash(workload: object) -> str:
         folder = Path(inspect.getfile(cls)).resolve().parent
         if folder not in folders:
             folders.append(folder)
-    files = [f for folder in sorted(folders) for f in _python_files(folder)]
-    return files_hash(files, Path(files[0].anchor) if files else Path("/"))
+    digest = hashlib.sha256()
+    for folder in sorted(folders, key=lambda f: f.name):
+        digest.update(f"{folder.name}\0{files_hash(_python_files(folder), folder)}\0".encode())
+    return digest.hexdigest()
