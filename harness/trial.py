@@ -152,6 +152,22 @@ def _train_state(clock: TrialClock, outcome: TrialOutcome, training_complete: bo
     })
 
 
+def _initial_state(workload, submission, hyperparameters, seeds: dict[str, int]) -> tuple:
+    """(params, model_state, optimizer_state) as the trial starts."""
+    params, model_state = workload.init_model_fn(seeds["model"])
+    optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
+    return params, model_state, optimizer_state
+
+
+def _set_aside_unloadable(checkpoint: Path, exc: Exception, record: TrialRecord, outcome: TrialOutcome) -> None:
+    """Say that `checkpoint` did not load, and keep it and the rows written before aside for a fresh start."""
+    reason = str(exc).splitlines()[0] if str(exc) else ""
+    outcome.warn(f"checkpoint {checkpoint} could not be loaded ({type(exc).__name__}: {reason}); it is kept as "
+                 f"{checkpoint.name}.unloadable and the trial restarts from step 0")
+    checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unloadable"))
+    record.set_aside(".before_restart")
+
+
 def run_trial(
     workload: spec.Workload,
     submission: Submission,
@@ -193,24 +209,17 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     outcome.batch_size, batch_size_warning = submission.batch_size(workload)
     outcome.warn(batch_size_warning)
     input_queue = CountingIterator(workload._build_input_queue(seeds["data"], "train", data_dir, outcome.batch_size))
-    params, model_state = workload.init_model_fn(seeds["model"])
     workload.attach_metrics_logger(MetricsLogger())
-    optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
+    params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
     eval_results, train_rows, step, preemptions = [], [], 0, 0
     clock = TrialClock(workload.sync, now)
     if checkpoint is not None and checkpoint.exists():
         try:
             model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
         except Exception as exc:  # noqa: BLE001 - a corrupt or crafted file: report it and start afresh
-            outcome.warn(f"checkpoint {checkpoint} could not be loaded ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}); it is kept as "
-                         f"{checkpoint.name}.unloadable and the trial restarts from step 0")
-            checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unloadable"))
-            record.set_aside(".before_restart")
+            _set_aside_unloadable(checkpoint, exc, record, outcome)
             workload.set_global_seed(seeds["step"])
-            params, model_state = workload.init_model_fn(seeds["model"])
-            optimizer_state = submission.init_optimizer_state(
-                workload, params, model_state, hyperparameters, seeds["optimizer"])
+            params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
         else:
             step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
             _resume(loop, clock, input_queue, record, outcome)
