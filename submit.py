@@ -21,12 +21,13 @@ from pathlib import Path
 
 from absl import app, flags
 
-from harness import search_space
+from harness import calibrate, machine_profile, search_space
 from harness.discovery import SubmissionFile, available_workloads, find_submission, load_workload
 from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
 from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
 from harness.progress import SweepProgress
+from harness.records import read_json
 from harness.trial_lock import Locked
 from harness.worker import run_trial_dir
 
@@ -61,7 +62,10 @@ flags.DEFINE_string("ray_address", None, "Address of an existing Ray cluster; de
 flags.DEFINE_float("trial_timeout_sec", None,
                    "Per-trial wall-clock limit; default 3 x the trial's budget + 300 s.", lower_bound=1)
 flags.DEFINE_float("trial_memory_gb", None, "Per-trial resident-memory limit (worker and children).", lower_bound=0.1)
-for _name in ("trial_timeout_sec", "trial_memory_gb"):
+flags.DEFINE_float("budget_scale", None,
+                   "Multiply every workload's budget and evaluation period by this instead of this machine's calibrated "
+                   "scale (harness/machine_profile.py); no calibration is run.", lower_bound=0.001)
+for _name in ("trial_timeout_sec", "trial_memory_gb", "budget_scale"):
     flags.register_validator(_name, lambda value: value is None or math.isfinite(value),
                              message=f"--{_name} must be a finite number")
 
@@ -118,17 +122,35 @@ def experiments() -> list[Experiment]:
     spaces = [_space(s) for s in submissions]
     key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
     workloads = {ref: load_workload(ref, FLAGS.framework, FLAGS.data_dir) for ref in workload_refs}
+    for workload in workloads.values():
+        workload.data_hash()  # a missing dataset fails here, before any calibration or record
+    scales = _budget_scales(workloads)
     return [
         Experiment(
             workload=workloads[ref], workload_ref=ref,
             framework=FLAGS.framework, submission=submission, ruleset=FLAGS.tuning_ruleset, space=space,
             num_trials=FLAGS.num_tuning_trials if space is not None else 1, num_studies=FLAGS.num_studies,
             root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,
-            max_global_steps=FLAGS.max_global_steps, eval_every_steps=FLAGS.eval_every_steps, flags={f.name: f.value for f in key_flags},
+            max_global_steps=FLAGS.max_global_steps, eval_every_steps=FLAGS.eval_every_steps,
+            flags={f.name: f.value for f in key_flags}, **scales[ref],
         )
         for ref in workload_refs
         for submission, space in zip(submissions, spaces)
     ]
+
+
+def _budget_scales(workloads: dict) -> dict[str, dict]:
+    """Per workload (keyed as `workloads`): its budget scale, where the scale comes from, and the machine profile
+    (measured now, once, for calibrated workloads the profile of this machine lacks)."""
+    if FLAGS.budget_scale is not None:
+        return {ref: {"budget_scale": FLAGS.budget_scale, "budget_scale_source": "flag"} for ref in workloads}
+    profile = calibrate.ensure(list(workloads.values()))
+    return {
+        ref: {"budget_scale": machine_profile.scale(profile, w), "budget_scale_source": "profile",
+                 "machine_profile": machine_profile.trial_record(profile, w)}
+        if machine_profile.calibrated(w) else {}
+        for ref, w in workloads.items()
+    }
 
 
 def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
@@ -171,16 +193,22 @@ def main(argv: list[str]) -> int:
     if FLAGS.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UserInputError("--executor ray needs Ray: pip install 'timetrial[ray]'")
     planned = plan(experiments(), FLAGS.overwrite, FLAGS.rerun_failed)
-    for experiment in {id(t.experiment): t.experiment for t in planned}.values():
-        experiment.workload.data_hash()  # a missing dataset fails here, before any record is touched
     to_run = [t for t in planned if t.action not in ("skip", "locked")]
     if to_run:
         _check_writable(Path(FLAGS.experiment_dir) / FLAGS.experiment_name)
     for trial in to_run:
         prepare(trial)
     outcomes = execute(to_run)
-    print(f"run records: {Path(FLAGS.experiment_dir) / FLAGS.experiment_name}")
+    root = Path(FLAGS.experiment_dir) / FLAGS.experiment_name
+    print(f"run records: {root}")
     print("\n".join(describe(t) for t in planned))
+    contended = [t for t in planned if read_json(t.dir / "summary.json").get("contended")]
+    if contended:
+        print(f"warning: {len(contended)} of {len(planned)} trials ran their timed steps while other processes used "
+              "this machine's CPUs (marked contended above): their times are not comparable with a quiet machine's; "
+              "rerun them on an idle machine (scoring marks them, and --exclude_contended leaves them out)",
+              file=sys.stderr)
+    print(f"leaderboard: python -m scoring.report {root} --out {root / 'report'}")
     unfinished = any(t.action == "locked" for t in planned)
     return 1 if unfinished or any(o in ("failed", "interrupted", "locked") for o in outcomes.values()) else 0
 

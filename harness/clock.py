@@ -3,22 +3,31 @@
 Timed seconds accumulate over *segments*: a segment opens when the harness hands control to the
 submission (after initialisation, or after an evaluation ends) and closes when the harness is
 about to evaluate. Every read of the clock that closes or opens a segment first waits for the
-device (`sync`), so queued GPU work is charged to the side that queued it.
+device (`sync`), so queued GPU work is charged to the side that queued it. An optional `segments`
+observer (the contention monitor, `harness/contention.py`) is told when each timed segment opens
+and closes.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
+
+
+class SegmentObserver(Protocol):
+    def open(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class TrialClock:
     """Accumulates `submission`, `eval` and `logging` seconds and the total wall duration."""
 
-    def __init__(self, sync: Callable[[], None], now: Callable[[], float] = time.perf_counter):
+    def __init__(self, sync: Callable[[], None], now: Callable[[], float] = time.perf_counter,
+                 segments: SegmentObserver | None = None):
         self._sync = sync
         self._now = now
+        self._segments = segments
         self._created = now()
         self._segment_start: float | None = None
         self.last_eval_end = self._created
@@ -30,6 +39,8 @@ class TrialClock:
     def start_timed(self) -> None:
         """Open a timed segment (after the device has caught up)."""
         self._sync()
+        if self._segments is not None:
+            self._segments.open()
         self._segment_start = self._now()
 
     def stop_timed(self) -> None:
@@ -38,6 +49,8 @@ class TrialClock:
         assert self._segment_start is not None, "stop_timed() without start_timed()"
         self.submission_time += self._now() - self._segment_start
         self._segment_start = None
+        if self._segments is not None:
+            self._segments.close()
 
     def now(self) -> float:
         """The time source's reading, without a device sync."""

@@ -65,13 +65,22 @@ class Experiment:
     root: Path  # <experiment_dir>/<experiment_name>
     rng_seed: int
     max_global_steps: int | None = None
-    eval_every_steps: int | None = None  # None: evaluate by the workload's eval_period_time_sec
+    eval_every_steps: int | None = None  # None: evaluate every eval_period_sec of wall time
     flags: dict = field(default_factory=dict)
+    budget_scale: float = 1.0  # this machine's budget scale (harness/machine_profile.py)
+    budget_scale_source: str = "none"  # profile | flag (--budget_scale) | none (the budget does not scale)
+    machine_profile: dict | None = None  # machine_profile.trial_record(), when the scale comes from a profile
 
     @property
     def budget_sec(self) -> float:
+        """The workload's budget × 1.5 under self-tuning × this machine's budget scale."""
         factor = SELF_TUNING_BUDGET_FACTOR if self.ruleset == "self" else 1.0
-        return self.workload.max_allowed_runtime_sec * factor
+        return self.workload.max_allowed_runtime_sec * factor * self.budget_scale
+
+    @property
+    def eval_period_sec(self) -> float:
+        """The workload's evaluation period × this machine's budget scale (the same evaluations per budget)."""
+        return self.workload.eval_period_time_sec * self.budget_scale
 
     @cached_property
     def code(self) -> dict[str, str]:
@@ -108,6 +117,7 @@ IDENTITY = {  # meta.json key -> what a record that differs there was made with
     "code": "other code (content hash of the submission or workload files)",
     "data_hash": "other data (content hash)",
     "budget_sec": "another time budget",
+    "eval_period_sec": "another evaluation period",
 }
 
 
@@ -125,6 +135,7 @@ def identity(trial: PlannedTrial) -> dict:
         "code": experiment.code,
         "data_hash": experiment.workload.data_hash(),
         "budget_sec": experiment.budget_sec,
+        "eval_period_sec": experiment.eval_period_sec,
     }
 
 
@@ -180,6 +191,9 @@ def meta(trial: PlannedTrial) -> dict:
         "software": environment.software(),
         "git_commit": environment.git_commit(REPO_ROOT),
         "flags": experiment.flags,
+        "budget_scale": experiment.budget_scale,
+        "budget_scale_source": experiment.budget_scale_source,
+        "machine_profile": experiment.machine_profile,
         **workload.facts(),
     }
 
@@ -225,6 +239,10 @@ def describe(trial: PlannedTrial) -> str:
             "running": "interrupted; run the same command again to resume it from its checkpoint",
         }.get(status, f"status {status}")
     note = {"skip": " (recorded earlier; skipped)"}.get(trial.action, "")
+    if summary.get("contended"):
+        contention = summary["contention"]
+        note += (f" [contended: other processes used {contention['other_cores_mean']:.1f} cores on average, busy "
+                 f"during {contention['busy_step_share']:.0%} of its timed steps]")
     return f"{trial.label}: {line}{note}"
 
 

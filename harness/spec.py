@@ -156,8 +156,12 @@ class Workload(abc.ABC):
     metric_direction: str  # "min" or "max"
     validation_target_value: float
     test_target_value: float
-    max_allowed_runtime_sec: float
+    max_allowed_runtime_sec: float  # the budget on the calibration machine (mini suite) or AlgoPerf's
     eval_period_time_sec: float
+    # Mini suite: the NAdamW baseline's timed seconds per step (PyTorch) on the calibration machine, as
+    # `python -m harness.calibrate` measures it; budget and evaluation period scale with this machine's
+    # figure over it (harness/machine_profile.py). None: the budget does not scale (AlgoPerf scale, fixed hardware).
+    calibration_seconds_per_step: float | None = None
     step_hint: int
     loss_type: LossType
     reference_batch_size: int  # used when a submission does not define get_batch_size
@@ -355,6 +359,7 @@ class Workload(abc.ABC):
             "test_target_value": self.test_target_value,
             "max_allowed_runtime_sec": self.max_allowed_runtime_sec,
             "eval_period_time_sec": self.eval_period_time_sec,
+            "calibration_seconds_per_step": self.calibration_seconds_per_step,
             "step_hint": self.step_hint,
             "num_validation_examples": self.num_validation_examples,
             "num_test_examples": self.num_test_examples,

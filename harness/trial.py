@@ -8,6 +8,8 @@ when the budget is spent, when validation and test targets are both met, at `max
 when the submission raises `TrainingCompleteError`, or at once on a non-finite training loss (or,
 at an evaluation, a non-finite validation loss or target metric).
 An exception of the submission ends the trial as failed, with the step it reached.
+Other processes' CPU use during the timed steps is measured (`harness/contention.py`); a trial
+that ran too many of its steps on a busy machine is flagged `contended` in its summary.
 
 AlgoPerf extras: `update_params` gets a read-only `train_state` when its signature declares one;
 `workload.metrics_logger` collects what the submission logs, written to `metrics.jsonl` at each
@@ -29,6 +31,7 @@ import numpy as np
 
 from harness import spec
 from harness.clock import TrialClock
+from harness.contention import ContentionMonitor
 from harness.discovery import Submission
 from harness.metrics_logger import MetricsLogger
 from harness.records import TrialRecord
@@ -49,6 +52,8 @@ class TrialOutcome:
     unused_hyperparameters: list[str] = field(default_factory=list)
     batch_size: int | None = None
     warnings: list[str] = field(default_factory=list)
+    contended: bool = False
+    contention: dict[str, Any] | None = None  # ContentionMonitor.summary()
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +63,9 @@ class TrialOutcome:
         if message and message not in self.warnings:
             self.warnings.append(message)
             print(f"warning: {message}", file=sys.stderr)
+
+    def note_contention(self, monitor: ContentionMonitor) -> None:
+        self.contention, self.contended = monitor.summary(), monitor.contended
 
     def fail(self, exc: BaseException) -> None:
         """End as failed by the submission's exception, keeping the step it reached."""
@@ -180,27 +188,32 @@ def run_trial(
     checkpoint: Path | None = None,
     now: Callable[[], float] = time.perf_counter,
     eval_every_steps: int | None = None,
+    eval_period_sec: float | None = None,
+    contention: ContentionMonitor | None = None,
 ) -> TrialOutcome:
     """Train until a stopping rule fires; `record` is complete after every evaluation.
 
     With `checkpoint`, the trial state is saved there after every evaluation (untimed, counted as
     logging), and a trial that finds one resumes from it: timed seconds carried over,
     `preemption_count` one higher. `now` is the clock's time source (tests pass a fake one).
-    With `eval_every_steps`, evaluations follow step 1 and every that many steps instead of the
-    wall clock, so a rerun with the same seed evaluates the same steps.
+    Evaluations follow step 1 and then every `eval_period_sec` of wall time (default: the workload's
+    `eval_period_time_sec`), or with `eval_every_steps` every that many steps instead of the wall
+    clock, so a rerun with the same seed evaluates the same steps. `contention` measures other
+    processes' CPU use during the timed steps (default: a `ContentionMonitor` on this machine).
     An exception raised by the submission (or the workload) returns a failed outcome.
     """
     outcome = TrialOutcome("running")
     try:
         _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint,
-             now, eval_every_steps, outcome)
+             now, eval_every_steps, eval_period_sec or workload.eval_period_time_sec,
+             contention or ContentionMonitor(), outcome)
     except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
         outcome.fail(exc)
     return outcome
 
 
 def _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint, now,
-         eval_every_steps, outcome: TrialOutcome) -> None:
+         eval_every_steps, eval_period_sec, monitor: ContentionMonitor, outcome: TrialOutcome) -> None:
     """`run_trial`'s loop; it leaves its result in `outcome` (so a failure keeps the step reached)."""
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
@@ -212,7 +225,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     workload.attach_metrics_logger(MetricsLogger())
     params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
     eval_results, train_rows, step, preemptions = [], [], 0, 0
-    clock = TrialClock(workload.sync, now)
+    clock = TrialClock(workload.sync, now, segments=monitor)
     if checkpoint is not None and checkpoint.exists():
         try:
             model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
@@ -223,6 +236,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         else:
             step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
             _resume(loop, clock, input_queue, record, outcome)
+            monitor.restore(outcome.contention)
     wants_train_state = submission.update_params_takes_train_state
     training_complete = False
     clock.start_timed()
@@ -240,6 +254,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         except spec.TrainingCompleteError:
             training_complete = True
         step += 1
+        monitor.step()
         outcome.global_step = step
         loss = workload.latest_train_loss()
         if loss is not None and not math.isfinite(loss):
@@ -252,7 +267,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         progress.on_step(step, clock)
         at_max_steps = max_global_steps is not None and step >= max_global_steps
         due = (step % eval_every_steps == 0 if eval_every_steps
-               else clock.seconds_since_last_eval() >= workload.eval_period_time_sec)
+               else clock.seconds_since_last_eval() >= eval_period_sec)
         if not (step == 1 or at_max_steps or training_complete or due):
             continue
         if submission.prepare_for_eval is not None:
@@ -272,6 +287,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         with clock.untimed("logging"):
             eval_results.append((step, results))
             finite = outcome.observe(workload, step, clock.submission_time, results)
+            outcome.note_contention(monitor)
             row = _eval_row(step, clock, results, preemptions)
             if checkpoint is not None:
                 loop = {"global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
@@ -295,6 +311,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             outcome.stop_reason = "max_global_steps" if at_max_steps else "submission signalled training complete"
             break
         clock.start_timed()
+    outcome.note_contention(monitor)
     record.add_train(train_rows)
     record.add_metrics(workload.metrics_logger.take())
     if hyperparameters is not None:

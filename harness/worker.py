@@ -107,7 +107,7 @@ def _run_locked(trial_dir: Path) -> TrialOutcome:
         outcome = run_trial(
             workload, submission, meta["hparams"], meta["rng_seed"], meta["budget_sec"], record, progress,
             meta["max_global_steps"], checkpoint=checkpoint_path(trial_dir),
-            eval_every_steps=meta.get("eval_every_steps"),
+            eval_every_steps=meta.get("eval_every_steps"), eval_period_sec=meta.get("eval_period_sec"),
         )
         if outcome.unused_hyperparameters:
             print(f"warning: {label}: the submission never read hyperparameters "

@@ -61,3 +61,19 @@ def nadamw_on_one_batch(workload, batch: dict, steps: int) -> tuple:
             workload, model, workload.model_params_types, model_state, hyperparameters, batch,
             workload.loss_type, optimizer_state, [], step, 0)
     return model, model_state, before, loss()
+
+
+def toy_variant(directory: Path, name: str, **attributes) -> Path:
+    """A workload folder whose `Workload` is the toy workload with `name` and other class attributes
+    (e.g. `calibration_seconds_per_step`, unreachable targets); returns the folder."""
+    folder = directory / name
+    folder.mkdir(parents=True)
+    lines = "".join(f"    {key} = {value!r}\n" for key, value in {"name": name, **attributes}.items())
+    (folder / "torch.py").write_text(
+        "import importlib.util\n"
+        f"_spec = importlib.util.spec_from_file_location('timetrial_toy_base', {str(TOY_WORKLOAD / 'torch.py')!r})\n"
+        "_toy = importlib.util.module_from_spec(_spec)\n"
+        "_spec.loader.exec_module(_toy)\n\n\n"
+        f"class Workload(_toy.Workload):\n{lines}"
+    )
+    return folder
