@@ -8,15 +8,18 @@
 Command line: `python -m scoring.report <run dirs...> --out <dir>` (see scoring/report.py).
 
 Modules, one job each: `readers` (read one trial directory, either layout), `ingest` (find
-trials and build the tables), `targets` (AlgoPerf's targets data file),
-`time_to_target` (per trial / study / median), `profiles` (ratios, profiles, scores), `stats`
-(bootstrap, speedups, significance), `leaderboard` (puts them together), `plots`, `html`,
-`report` (the CLI and its files).
+trials and build the tables), `eval_rows` (impossible rows), `hardware` and `machine_profiles`
+(what runs are compared by), `contention` (contended trials), `targets` (AlgoPerf's targets
+data file), `time_to_target` (per trial / study / median), `profiles` (ratios, performance
+profiles, scores), `stats` (bootstrap, speedups, significance), `leaderboard` (puts them
+together), `tables`, `plots`, `markdown`, `html`, `report` (the CLI and its files).
 """
 
+from scoring.contention import drop_contended
 from scoring.hardware import hardware_groups, mixed_hardware_message
-from scoring.ingest import RunRecordError, Runs, find_trials, hyperparameters, load_runs
-from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
+from scoring.ingest import RunRecordError, Runs, find_trials, hyperparameters, load_runs, select_trials
+from scoring.leaderboard import Leaderboard, ScoringConfig, UnrunWorkloads, score_runs
+from scoring.machine_profiles import mixed_profiles, mixed_profiles_message, profile_groups
 from scoring.profiles import (
     algoperf_taus,
     benchmark_scores,
@@ -38,6 +41,7 @@ __all__ = [
     "Runs",
     "ScoringConfig",
     "TargetSet",
+    "UnrunWorkloads",
     "WorkloadTarget",
     "algoperf_taus",
     "algoperf_targets",
@@ -45,6 +49,7 @@ __all__ = [
     "bootstrap",
     "compare",
     "comparisons_table",
+    "drop_contended",
     "find_trials",
     "geometric_mean_speedup",
     "hardware_groups",
@@ -54,11 +59,15 @@ __all__ = [
     "load_runs",
     "median_over_studies",
     "mixed_hardware_message",
+    "mixed_profiles",
+    "mixed_profiles_message",
     "performance_profile",
     "performance_ratios",
+    "profile_groups",
     "score_exact",
     "score_grid",
     "score_runs",
+    "select_trials",
     "study_results",
     "study_values",
     "trial_results",

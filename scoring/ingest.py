@@ -36,7 +36,10 @@ Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's
 (AlgoPerf's published v0.5 logs have 18, copies under `<submission>/study_<k>/trial_<i>/`)
 are not errors: each kind is skipped with one warning giving the count and an example path.
 
-Hardware classes (what runs are compared by) are grouped in `scoring/hardware.py`.
+Hardware classes (what runs are compared by) are grouped in `scoring/hardware.py`, machine
+profiles (`profile_key`, also compared) in `scoring/machine_profiles.py`, and contended trials
+(`contended`) are counted and dropped in `scoring/contention.py`; the fields are read in `readers`.
+`select_trials` keeps a subset of the trials (with their evaluations).
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ __all__ = [
     "find_trials",
     "hyperparameters",
     "load_runs",
+    "select_trials",
 ]
 
 _SKIP_DIRS = {"checkpoint", "checkpoints", "__pycache__"}
@@ -99,10 +103,17 @@ TRIAL_COLUMNS = (
     "max_runtime_sec",
     "status",
     "summary_time_to_target",
+    "budget_scale",
+    "budget_scale_source",
+    "profile_key",
+    "machine_profile",
+    "contended",
+    "contention",
     "n_evals",
     "trial_dir",
     "root",
 )
+_TRIAL_ONLY = ("trial_id", "n_evals", "machine_profile", "contention")  # not copied onto evaluation rows
 _CATEGORICAL = (
     "entry",
     "submission",
@@ -118,6 +129,9 @@ _CATEGORICAL = (
     "target_metric",
     "direction",
     "status",
+    "budget_scale_source",
+    "profile_key",
+    "machine_profile",
     "trial_dir",
     "root",
 )
@@ -237,8 +251,9 @@ def _trial_frame(trials: list[TrialRecord]) -> pd.DataFrame:
         **{name: [getattr(t, name) for t in trials] for name in TRIAL_COLUMNS if name not in ("trial_id", "entry")},
     }
     frame = pd.DataFrame(data)
-    for name in ("validation_target", "test_target", "max_runtime_sec", "summary_time_to_target"):
+    for name in ("validation_target", "test_target", "max_runtime_sec", "summary_time_to_target", "budget_scale"):
         frame[name] = frame[name].astype(np.float64)
+    frame["contended"] = frame["contended"].astype(bool)
     frame["seed"] = frame["seed"].astype("Int64")
     for name in _CATEGORICAL:
         frame[name] = frame[name].astype("category")
@@ -391,7 +406,7 @@ def _attach_trial_columns(evals: pd.DataFrame, trials: pd.DataFrame) -> pd.DataF
     ids = evals["trial_id"].to_numpy()
     extra = {}
     for name in TRIAL_COLUMNS:
-        if name in ("trial_id", "n_evals"):
+        if name in _TRIAL_ONLY:
             continue
         column = trials[name]
         if isinstance(column.dtype, pd.CategoricalDtype):
@@ -402,6 +417,25 @@ def _attach_trial_columns(evals: pd.DataFrame, trials: pd.DataFrame) -> pd.DataF
     metadata = pd.DataFrame(extra, index=evals.index)
     numbers = evals.drop(columns=["trial_id", "eval_index"])
     return pd.concat([evals[["trial_id", "eval_index"]], metadata, numbers], axis=1)
+
+
+def select_trials(runs: Runs, keep: Sequence[bool] | np.ndarray) -> Runs:
+    """`runs` with only the trials where `keep` (one flag per row of `runs.trials`) is true, their
+    evaluations, and trial ids renumbered from 0 (a trial's id is its row in `trials`)."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != (len(runs.trials),):
+        raise ValueError(f"keep needs one flag per trial ({len(runs.trials)}), got shape {keep.shape}")
+    new_id = np.cumsum(keep) - 1
+    trials = runs.trials[keep].reset_index(drop=True)
+    trials["trial_id"] = np.arange(len(trials), dtype=np.int64)
+    tid = runs.evals["trial_id"].to_numpy()
+    evals = runs.evals[keep[tid]].reset_index(drop=True)
+    evals["trial_id"] = new_id[tid[keep[tid]]]
+    for frame in (trials, evals):
+        for name in frame.columns:
+            if isinstance(frame[name].dtype, pd.CategoricalDtype):
+                frame[name] = frame[name].cat.remove_unused_categories()
+    return Runs(evals=evals, trials=trials, warnings=list(runs.warnings))
 
 
 def hyperparameters(runs: Runs) -> pd.DataFrame:

@@ -16,17 +16,41 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from scoring import profiles, stats
+from scoring import contention, profiles, stats
 from scoring.ingest import Runs
 from scoring.targets import algoperf_targets
 from scoring.time_to_target import median_over_studies, study_results, study_values, trial_results
+
+EXPLICIT_LISTS = ("suite", "held_out")
+
+
+class UnrunWorkloads(ValueError):
+    """Workloads of a list the caller chose (`kind`: "suite" or "held_out") that no entry ran."""
+
+    def __init__(self, kind: str, workloads: Sequence[str]) -> None:
+        self.kind = kind
+        self.workloads = list(workloads)
+        what = "suite workload" if kind == "suite" else "held-out variant"
+        names = ", ".join(self.workloads)
+        if len(self.workloads) == 1:
+            problem = f"{what} {names} has no runs from any entry (every entry would count as not reaching it)"
+        else:
+            problem = f"{what}s {names} have no runs from any entry (every entry would count as not reaching them)"
+        lists = "suite" if kind == "suite" else "held-out variants"
+        super().__init__(f"{problem}; leave {'it' if len(self.workloads) == 1 else 'them'} out of the {lists}")
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """How to score. `suite`: the base workloads (default: every workload seen that is not a
     held-out variant); `held_out`: {variant: base workload}; `expected_studies`: count missing
-    studies as ∞ up to this number (default: take the median over the studies present)."""
+    studies as ∞ up to this number (default: take the median over the studies present).
+
+    `explicit` says which of "suite" and "held_out" the caller chose (both, for a config built
+    by hand). A workload of a chosen list that no entry ran is an error (`UnrunWorkloads`): it
+    would only score every entry as not reaching it. One of a default list (AlgoPerf's, from
+    `ScoringConfig.algoperf`) is left out with a note, as AlgoPerf's published v0.6 leaderboard
+    leaves out `finewebedu_lm`, which no v0.6 submission ran."""
 
     mode: str = "exact"
     r_max: float = 4.0
@@ -34,6 +58,7 @@ class ScoringConfig:
     suite: tuple[str, ...] | None = None
     held_out: Mapping[str, str] = field(default_factory=dict)
     expected_studies: int | None = None
+    explicit: frozenset[str] = frozenset(EXPLICIT_LISTS)
 
     def __post_init__(self) -> None:
         if self.mode not in ("exact", "algoperf"):
@@ -44,12 +69,18 @@ class ScoringConfig:
             raise ValueError(f"num_points must be >= 2, got {self.num_points}")
         if self.expected_studies is not None and self.expected_studies < 1:
             raise ValueError(f"expected_studies must be >= 1, got {self.expected_studies}")
+        unknown = set(self.explicit) - set(EXPLICIT_LISTS)
+        if unknown:
+            raise ValueError(f"explicit names {sorted(unknown)}; accepted: {', '.join(EXPLICIT_LISTS)}")
 
     @classmethod
     def algoperf(cls, version: str = "0.6", **overrides) -> ScoringConfig:
-        """AlgoPerf-compatible scoring for AlgoPerf `version` ('0.5' or '0.6')."""
+        """AlgoPerf-compatible scoring for AlgoPerf `version` ('0.5' or '0.6'): its suite and
+        held-out variants unless `overrides` name them (a workload of AlgoPerf's lists that no
+        entry ran is left out with a note; of a list named here, it is an error)."""
         targets = algoperf_targets(version)
         settings = dict(mode="algoperf", suite=targets.base_workloads, held_out=targets.held_out_map())
+        settings["explicit"] = frozenset(k for k in EXPLICIT_LISTS if k in overrides)
         settings.update(overrides)
         return cls(**settings)
 
@@ -76,19 +107,41 @@ class Leaderboard:
     n_bootstrap: int = 1000
     seed: int = 0
     warnings: list[str] = field(default_factory=list)
+    held_out: dict[str, str] = field(default_factory=dict)  # {variant: base} as scored
+    unrun: list[str] = field(default_factory=list)  # workloads of a default list that no entry ran, left out
 
 
-def _suite(config: ScoringConfig, seen: Sequence[str], notes: list[str]) -> tuple[list[str], dict[str, str]]:
+def _suite(config: ScoringConfig, seen: Sequence[str], notes: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """(suite, {variant: base}, workloads left out because no entry ran them) for `config` and the
+    workloads `seen` in the runs; see `ScoringConfig` for what happens to a workload nobody ran."""
     held_out = dict(config.held_out)
     if config.suite is not None:
         suite = list(config.suite)
     else:
         suite = sorted(w for w in seen if w not in held_out)
+    unrun_suite = [w for w in suite if w not in seen]
+    if unrun_suite and "suite" in config.explicit:
+        raise UnrunWorkloads("suite", unrun_suite)
+    suite = [w for w in suite if w in seen]
     held_out = {v: b for v, b in held_out.items() if b in suite}
+    unrun_variants = [v for v in held_out if v not in seen]
+    if unrun_variants and "held_out" in config.explicit:
+        raise UnrunWorkloads("held_out", unrun_variants)
+    for w in unrun_suite:
+        notes.append(
+            f"suite workload {w} has no runs from any entry: left out, so the suite has {len(suite)} workloads "
+            "(counting it would only score every entry as not reaching it)"
+        )
+    for v in unrun_variants:
+        notes.append(
+            f"held-out variant {v} has no runs from any entry: left out, so {held_out[v]} is scored "
+            "without the held-out rule (counting it would void every entry's time on its base)"
+        )
+    held_out = {v: b for v, b in held_out.items() if v in seen}
     ignored = sorted(set(seen) - set(suite) - set(held_out))
     if ignored:
         notes.append(f"workloads outside the suite, not scored: {', '.join(ignored)}")
-    return suite, held_out
+    return suite, held_out, unrun_suite + unrun_variants
 
 
 def _study_count_notes(studies: pd.DataFrame, config: ScoringConfig) -> list[str]:
@@ -125,14 +178,20 @@ def score_runs(
             f"{row['trial_dir']}: summary.json says time_to_target={row['summary_time_to_target']}, "
             f"the evaluations say {row['time_to_target']}"
         )
+    contended = contention.contention_note(trials)
+    if contended:
+        notes.append(contended)
     studies = study_results(trials, config.mode)
     entries = sorted(trials["entry"].astype(str).unique())
     if not entries:
         raise ValueError("no trials to score")
     seen = sorted(trials["workload"].astype(str).unique())
-    suite, held_out = _suite(config, seen, notes)
+    suite, held_out, unrun = _suite(config, seen, notes)
     if not suite:
-        raise ValueError("the suite has no workloads to score")
+        raise ValueError(
+            f"no entry ran any workload of the suite ({', '.join(unrun) or 'empty'}); the runs are of "
+            f"{', '.join(seen)}: choose the suite among those (--suite)"
+        )
     columns = suite + [v for v in held_out if v not in suite]
     notes.extend(_study_count_notes(studies[studies["workload"].isin(columns)], config))
 
@@ -192,6 +251,7 @@ def score_runs(
                 ", ".join(sorted(trials.loc[trials["entry"] == e, "framework"].astype(str).unique())) for e in entries
             ],
             "trials": [int((trials["entry"] == e).sum()) for e in entries],
+            "contended_trials": [int(trials.loc[trials["entry"] == e, "contended"].sum()) for e in entries],
         }
     )
     table = table.iloc[order].reset_index(drop=True)
@@ -221,6 +281,8 @@ def score_runs(
         n_bootstrap=n_bootstrap,
         seed=seed,
         warnings=notes,
+        held_out=held_out,
+        unrun=unrun,
     )
 
 

@@ -18,6 +18,16 @@ eval_measurements.csv outside AlgoPerf's layout raises `OutsideLayout`, which lo
 
 Each trial carries its hardware `fingerprint` (as recorded) and its `hardware_class`, what
 scoring compares: accelerator model and count for accelerator runs, the fingerprint otherwise.
+
+Budget scaling and contention (TimeTrial's mini suite; `harness/machine_profile.py`,
+`harness/contention.py`) are read here too. meta.json's `budget_scale` (the factor the budget was
+scaled by), `budget_scale_source` ("profile": this machine's calibration; "flag": the user's
+--budget_scale; "none": not scaled) and `machine_profile` (null, or the profile's `id`,
+`created`, and this workload's `seconds_per_step` and `reference_seconds_per_step`) give the
+trial's `profile_key`, what scoring compares like the hardware class (`profile_key_of`);
+summary.json's `contended` flag and `contention` figures say whether other processes used the
+machine's CPUs during its timed steps. Records without these keys (older ones, and AlgoPerf's
+layout) read as scale 1.0, source "none", no profile, not contended.
 """
 
 from __future__ import annotations
@@ -109,6 +119,12 @@ class TrialRecord:
     n_evals: int = 0
     notes: list[str] = field(default_factory=list)
     target_note: str | None = None  # AlgoPerf layout: its timetrial_target.json differs from AlgoPerf's
+    budget_scale: float = 1.0
+    budget_scale_source: str = "none"  # one of BUDGET_SCALE_SOURCES
+    machine_profile: str | None = None  # meta.json's machine_profile as canonical JSON
+    profile_key: str = "none"  # what scoring compares: see `profile_key_of`
+    contended: bool = False  # summary.json: other processes used the CPUs during the timed steps
+    contention: str | None = None  # summary.json's contention figures as canonical JSON
 
 
 def _try_read(path: str) -> bytes | None:
@@ -205,6 +221,52 @@ def hardware_class_of(fingerprint: str, accelerator: object, count: object) -> s
     """What runs are compared by: accelerator model and count when there is an accelerator (the
     host CPU does not matter), else the full fingerprint."""
     return accelerator_class(accelerator, count) if accelerator else fingerprint
+
+
+BUDGET_SCALE_SOURCES = ("profile", "flag", "none")
+
+
+def profile_key_of(source: str, scale: float, profile: dict | None) -> str:
+    """What scoring compares trials by, besides hardware: the machine profile's id when the budget
+    was scaled by a profile, 'budget_scale=<x>' when by the user's --budget_scale, else 'none'."""
+    if source == "profile":
+        return str(profile["id"])
+    if source == "flag":
+        return f"budget_scale={float(scale)!r}"
+    return "none"
+
+
+def _budget_scaling(path: str, meta: dict) -> tuple[float, str, str | None, str]:
+    """(budget_scale, budget_scale_source, machine_profile as canonical JSON, profile key) from
+    meta.json at `path`; absent keys mean not scaled. Inconsistent values are errors naming the file."""
+    scale = _finite(meta.get("budget_scale", 1.0), path, "budget_scale")
+    if scale is None or scale <= 0:
+        raise RunRecordError(path, f"budget_scale must be a positive number, got {meta.get('budget_scale')!r}")
+    source = meta.get("budget_scale_source", "none")
+    if source not in BUDGET_SCALE_SOURCES:
+        raise RunRecordError(
+            path, f"budget_scale_source must be one of {', '.join(BUDGET_SCALE_SOURCES)}, got {source!r}"
+        )
+    profile = meta.get("machine_profile")
+    if profile is not None and not (isinstance(profile, dict) and isinstance(profile.get("id"), str) and profile["id"]):
+        raise RunRecordError(path, f"machine_profile must be null or an object with an 'id', got {profile!r}")
+    if source == "profile" and profile is None:
+        raise RunRecordError(path, "budget_scale_source is 'profile' but machine_profile is null")
+    if source == "none" and scale != 1.0:
+        raise RunRecordError(path, f"budget_scale is {scale:g} but budget_scale_source is 'none' (not scaled)")
+    canonical = None if profile is None else json.dumps(profile, sort_keys=True)
+    return scale, source, canonical, profile_key_of(source, scale, profile)
+
+
+def _contention(path: str, summary: dict) -> tuple[bool, str | None]:
+    """(contended, contention figures as canonical JSON) from summary.json at `path`."""
+    contended = summary.get("contended", False)
+    if not isinstance(contended, bool):
+        raise RunRecordError(path, f"contended must be true or false, got {contended!r}")
+    figures = summary.get("contention")
+    if figures is not None and not isinstance(figures, dict):
+        raise RunRecordError(path, f"contention must be null or an object, got {figures!r}")
+    return contended, None if figures is None else json.dumps(figures, sort_keys=True)
 
 
 def _canonical_hparams(path: str) -> str | None:
@@ -329,6 +391,7 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         hardware_class=hardware_class_of(fingerprint, gpu, hardware.get("num_devices")),
         host_cpu=hardware.get("cpu"),
     )
+    t.budget_scale, t.budget_scale_source, t.machine_profile, t.profile_key = _budget_scaling(meta_path, meta)
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     summary_path = os.path.join(d, SUMMARY)
     try:
@@ -336,8 +399,9 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         if summary is not None:
             if not isinstance(summary, dict):
                 raise RunRecordError(summary_path, "must be a JSON object")
-            t.status = summary.get("status")
-            t.summary_time_to_target = _as_float(summary.get("time_to_target"), summary_path, "time_to_target")
+            time_to_target = _as_float(summary.get("time_to_target"), summary_path, "time_to_target")
+            t.contended, t.contention = _contention(summary_path, summary)
+            t.status, t.summary_time_to_target = summary.get("status"), time_to_target
     except RunRecordError as e:
         if on_error != "warn":
             raise

@@ -10,13 +10,20 @@ inlined), CSVs (scores, times, studies, trials, profiles, comparisons) and PNG +
 Refuses, with one error line and a nonzero exit: paths without run records, bad records (an
 unreadable file, or an impossible row, see scoring/ingest.py; the line names the file and row;
 --skip_bad_records skips them with a warning), runs from different hardware classes (unless
---allow_mixed_hardware), and existing output files (unless --overwrite; other files in --out are
-never touched). Every file is written atomically. Figure files are named after their workload,
-with a hash of the name when it has characters other than letters, digits and `_.-`.
+--allow_mixed_hardware), runs of one workload from different machine profiles (budgets scaled
+for different machines, or scaled and not; unless --allow_mixed_profiles; see
+scoring/machine_profiles.py), a
+--suite or --held_out workload that no entry ran (a default suite, such as AlgoPerf v0.6's,
+leaves such a workload out with a warning instead), and existing output files (unless
+--overwrite; other files in --out are never touched). Every file is written atomically. Figure
+files are named after their workload, with a hash of the name when it has characters other than
+letters, digits and `_.-`.
 A hardware class is the accelerator model and count for accelerator runs (runs that differ only
 in host CPU are scored together, and the report names the host CPUs) and the full fingerprint
 for CPU-only runs. Empty trial directories and eval_measurements.csv files outside AlgoPerf's
-layout are skipped with one warning line each.
+layout are skipped with one warning line each. Trials flagged contended (other processes used
+the CPUs during their timed steps) are scored and marked, with a warning, or dropped before
+scoring with --exclude_contended (scoring/contention.py).
 """
 
 from __future__ import annotations
@@ -32,11 +39,26 @@ from pathlib import Path
 from harness.records import atomic_write_bytes
 from scoring import plots
 from scoring.html import render_page
+from scoring.contention import describe_contention, drop_contended
 from scoring.hardware import describe_hardware, hardware_groups, mixed_hardware_message
 from scoring.ingest import RunRecordError, Runs, load_runs
-from scoring.leaderboard import Leaderboard, ScoringConfig, score_runs
+from scoring.leaderboard import Leaderboard, ScoringConfig, UnrunWorkloads, score_runs
+from scoring.machine_profiles import (
+    describe_profiles,
+    mixed_profiles,
+    mixed_profiles_message,
+    profile_groups,
+    profile_workloads,
+)
 from scoring.markdown import render_markdown
-from scoring.tables import comparisons_table, describe_mode, leaderboard_table, tidy_times, times_table
+from scoring.tables import (
+    comparisons_table,
+    describe_mode,
+    leaderboard_table,
+    profiles_table,
+    tidy_times,
+    times_table,
+)
 from scoring.targets import ALGOPERF_VERSIONS
 
 TITLE = "TimeTrial leaderboard"
@@ -80,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         "the full fingerprint for CPU-only runs)",
     )
     p.add_argument(
+        "--allow_mixed_profiles",
+        action="store_true",
+        help="score a workload's runs from different machine profiles together (mini-suite budgets scaled "
+        "for different machines, by --budget_scale, or not at all)",
+    )
+    p.add_argument(
+        "--exclude_contended",
+        action="store_true",
+        help="drop trials flagged contended (other processes used the CPUs during their timed steps) before "
+        "scoring; by default they are scored and marked",
+    )
+    p.add_argument(
         "--skip_bad_records",
         action="store_true",
         help="warn about and skip unreadable trials and trials with impossible rows instead of failing",
@@ -111,15 +145,31 @@ def make_config(args: argparse.Namespace, runs: Runs) -> ScoringConfig:
     suite = tuple(_split(args.suite)) or None
     overrides: dict = {"r_max": args.r_max, "expected_studies": args.expected_studies}
     if args.mode == "algoperf":
-        config = ScoringConfig.algoperf(args.algoperf_version, **overrides)
-        if suite:
-            config = ScoringConfig(**{**config.__dict__, "suite": suite})
+        config = ScoringConfig.algoperf(args.algoperf_version, **overrides, **({"suite": suite} if suite else {}))
     else:
         config = ScoringConfig(mode="exact", suite=suite, **overrides)
     if args.held_out:
         known = config.suite or sorted(set(runs.trials["workload"].astype(str)))
-        config = ScoringConfig(**{**config.__dict__, "held_out": _held_out(args.held_out, known)})
+        held_out = _held_out(args.held_out, known)
+        config = ScoringConfig(**{**config.__dict__, "held_out": held_out, "explicit": config.explicit | {"held_out"}})
     return config
+
+
+def _unrun_message(e: UnrunWorkloads, config: ScoringConfig) -> str:
+    """The command-line form of `e`: which flag names the workloads nobody ran, and the flag
+    value without them."""
+    names = ", ".join(e.workloads)
+    them = "it" if len(e.workloads) == 1 else "them"
+    if e.kind == "suite":
+        rest = ",".join(w for w in config.suite or () if w not in e.workloads)
+        fix = f"drop {them} (--suite {rest})" if rest else f"drop {them} from --suite"
+        return (
+            f"--suite names {names}, which no entry ran (every entry would count as not reaching {them}); "
+            f"{fix}, or omit --suite for the default suite, which leaves out workloads nobody ran"
+        )
+    rest = ",".join(f"{v}={b}" for v, b in config.held_out.items() if v not in e.workloads)
+    fix = f"drop {them} (--held_out {rest})" if rest else "drop --held_out"
+    return f"--held_out names {names}, which no entry ran (every entry's base workload time would be void); {fix}"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -146,9 +196,11 @@ def file_stems(names: Sequence[str]) -> dict[str, str]:
     raise RuntimeError(f"no distinct file names for {clashing}")
 
 
-def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str | None) -> dict[str, str]:
+def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str | None, dropped: int) -> dict[str, str]:
     suite = ", ".join(board.suite)
-    held = ", ".join(f"{v} (for {b})" for v, b in board.config.held_out.items() if b in board.suite)
+    if board.unrun:
+        suite += f"; left out, as no entry ran them: {', '.join(board.unrun)}"
+    held = ", ".join(f"{v} (for {b})" for v, b in board.held_out.items())
     layouts = ", ".join(sorted(runs.trials["layout"].astype(str).unique()))
     roots = ", ".join(str(Path(r).resolve()) for r in args.runs)
     groups = hardware_groups(runs)
@@ -161,6 +213,8 @@ def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str |
         "Intervals": f"{board.confidence:.0%} bootstrap over studies, {board.n_bootstrap} resamples, seed {board.seed}",
         "Reference": str(board.reference),
         "Hardware": hardware,
+        "Machine profile": describe_profiles(profile_groups(runs)),
+        "Contention": describe_contention(runs.trials, dropped),
         "Run records": f"{len(runs.trials)} trials, {len(runs.evals)} evaluations ({layouts} layout) under {roots}",
         "Targets": (
             f"meta.json for TimeTrial runs; AlgoPerf v{args.algoperf_version} targets "
@@ -175,7 +229,7 @@ CSV_FILES = ("scores.csv", "times.csv", "studies.csv", "trials.csv", "profiles.c
 
 
 def _curve_workloads(board: Leaderboard) -> list[str]:
-    return board.suite + [v for v in board.config.held_out if v in board.times.columns and v not in board.suite]
+    return board.suite + [v for v in board.held_out if v in board.times.columns and v not in board.suite]
 
 
 def _curve_stems(board: Leaderboard) -> dict[str, str]:
@@ -190,7 +244,9 @@ def planned_files(board: Leaderboard) -> list[str]:
     return sorted([*CSV_FILES, *figures]) + ["leaderboard.md", "leaderboard.html"]
 
 
-def report_files(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str | None) -> dict[str, bytes]:
+def report_files(
+    board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str | None, dropped: int = 0
+) -> dict[str, bytes]:
     """{file name: contents} of the whole report."""
     files: dict[str, bytes] = {}
     csvs = {
@@ -239,8 +295,14 @@ def report_files(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed
             files[str(path)] = data
         pngs[stem] = files[f"{stem}.png"]
 
-    tables = [leaderboard_table(board), times_table(board), times_table(board, steps=True), comparisons_table(board)]
-    meta = _meta(board, runs, args, mixed)
+    tables = [
+        leaderboard_table(board),
+        times_table(board),
+        times_table(board, steps=True),
+        comparisons_table(board),
+        profiles_table(profile_workloads(runs)),
+    ]
+    meta = _meta(board, runs, args, mixed, dropped)
     names = planned_files(board)
     files["leaderboard.md"] = render_markdown(
         TITLE, meta, tables, [(caption, f"{stem}.png") for stem, caption, _ in figures], board.warnings, names
@@ -248,7 +310,7 @@ def report_files(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed
     files["leaderboard.html"] = render_page(
         TITLE,
         meta,
-        [(t, i) for t, i in zip(tables, ("leaderboard", "times", "steps", "comparisons"))],
+        [(t, i) for t, i in zip(tables, ("leaderboard", "times", "steps", "comparisons", "machine_profiles"))],
         [(alt, pngs[stem], caption) for stem, caption, alt in figures],
         board.warnings,
         names,
@@ -273,27 +335,39 @@ def run(args: argparse.Namespace) -> Leaderboard:
     if runs.trials.empty:
         skipped = f" ({'; '.join(runs.warnings)})" if runs.warnings else ""
         raise ReportError(f"no run records found under {', '.join(args.runs)}{skipped}")
-    groups = hardware_groups(runs)
-    mixed = None
-    if len(groups) > 1:
-        mixed = mixed_hardware_message(groups)
-        if not args.allow_mixed_hardware:
-            raise ReportError(mixed + " (pass --allow_mixed_hardware to score them together)")
-    board = score_runs(
-        runs,
-        make_config(args, runs),
-        reference=args.reference,
-        n_bootstrap=args.bootstrap,
-        confidence=args.confidence,
-        seed=args.seed,
-    )
-    if mixed:
-        board.warnings.insert(0, mixed)
+    dropped = 0
+    if args.exclude_contended:
+        runs, dropped = drop_contended(runs)
+        if runs.trials.empty:
+            raise ReportError(
+                f"every trial ({dropped}) is contended, so --exclude_contended leaves nothing to score; "
+                "leave it out to score them (marked as contended)"
+            )
+    groups, profiles = hardware_groups(runs), mixed_profiles(runs)
+    mixed = mixed_hardware_message(groups) if len(groups) > 1 else None
+    if mixed and not args.allow_mixed_hardware:
+        raise ReportError(mixed + " (pass --allow_mixed_hardware to score them together)")
+    mixed_scaling = mixed_profiles_message(profiles) if len(profiles) else None
+    if mixed_scaling and not args.allow_mixed_profiles:
+        raise ReportError(mixed_scaling + " (pass --allow_mixed_profiles to score them together)")
+    config = make_config(args, runs)
+    try:
+        board = score_runs(
+            runs,
+            config,
+            reference=args.reference,
+            n_bootstrap=args.bootstrap,
+            confidence=args.confidence,
+            seed=args.seed,
+        )
+    except UnrunWorkloads as e:
+        raise ReportError(_unrun_message(e, config)) from None
+    board.warnings[:0] = [m for m in (mixed, mixed_scaling) if m]
     existing = [name for name in planned_files(board) if (out / name).exists()]
     if existing and not args.overwrite:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")
         raise ReportError(f"{out} already has {shown}; pass --overwrite to replace them")
-    files = report_files(board, runs, args, mixed)
+    files = report_files(board, runs, args, mixed, dropped)
     if sorted(files) != sorted(planned_files(board)):
         raise RuntimeError("report files differ from the planned list")
     out.mkdir(parents=True, exist_ok=True)

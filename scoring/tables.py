@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from scoring.contention import MARK
 from scoring.leaderboard import Leaderboard
 
 MODE_TEXT = {
     "exact": "exact (closed-form integral of the profile; the fastest trial of each study)",
     "algoperf": (
         "AlgoPerf-compatible (profile on numpy.linspace(1, r_max, {num_points}) with the trapezoid rule; "
-        "per study the trial whose first target-reaching evaluation comes earliest)"
+        "per study the trial whose first target-reaching evaluation comes earliest, ties to the smaller time)"
     ),
 }
 
@@ -93,7 +94,7 @@ def leaderboard_table(board: Leaderboard) -> Table:
                 (number(r.speedup_vs_reference, 2) + "×", r.speedup_vs_reference),
                 (interval(r.speedup_low, r.speedup_high, lambda v: number(v, 2)), r.speedup_low),
                 (str(r.frameworks), None),
-                (str(r.trials), r.trials),
+                (f"{r.trials} ({r.contended_trials} contended)" if r.contended_trials else str(r.trials), r.trials),
             ]
         )
     return Table("Leaderboard", headers, rows)
@@ -104,6 +105,7 @@ def times_table(board: Leaderboard, steps: bool = False) -> Table:
     entries = list(board.table["entry"])
     data = board.steps if steps else board.times
     ratios = board.step_ratios if steps else board.ratios
+    marked = _contended_cells(board, "steps_contended" if steps else "time_contended")
     rows = []
     for e in entries:
         row = [(e, None)]
@@ -118,6 +120,8 @@ def times_table(board: Leaderboard, steps: bool = False) -> Table:
                     text += " " + interval(float(board.times_low.loc[e, w]), float(board.times_high.loc[e, w]), seconds)
             if np.isfinite(r) and np.isfinite(v):
                 text += f" ({r:.2f}×)"
+            if (e, w) in marked:
+                text += f" {MARK}"
             row.append((text, v if not np.isnan(v) else math.inf))
         rows.append(row)
     what = "steps" if steps else "seconds"
@@ -125,8 +129,56 @@ def times_table(board: Leaderboard, steps: bool = False) -> Table:
         f"Median over studies of the {what} to reach the validation target; "
         + ("" if steps else f"{board.confidence:.0%} bootstrap interval in brackets; ")
         + "(r×) = ratio to the fastest entry after the held-out rule; ∞ = not reached, — = not run."
+        + (f" {MARK} = at least one study's {what} come from a trial run on a contended machine." if marked else "")
     )
     return Table(f"{'Steps' if steps else 'Time'} to target", ["Submission", *board.suite], rows, note)
+
+
+def _contended_cells(board: Leaderboard, column: str) -> set[tuple[str, str]]:
+    """(entry, workload) pairs where some study's counted trial was contended."""
+    s = board.studies
+    if column not in s.columns:
+        return set()
+    hit = s[s[column].astype(bool)]
+    return set(zip(hit["entry"].astype(str), hit["workload"].astype(str)))
+
+
+def profiles_table(rows: pd.DataFrame) -> Table:
+    """Machine profiles and scaled budgets per workload (`machine_profiles.profile_workloads`);
+    no table when no budget was scaled."""
+    if rows.empty:
+        return Table("Machine profiles and budgets", [], [])
+    headers = [
+        "Profile", "Created", "Workload", "This machine s/step", "Reference s/step", "Budget scale", "Budget", "Trials",
+    ]
+
+    def value(v, fmt):
+        if v is None:
+            return ("—", None)
+        return (fmt(v), v) if isinstance(v, (int, float)) else (str(v), None)
+
+    out = []
+    for r in rows.itertuples():
+        profile = r.profile_key if r.source == "profile" else "none (--budget_scale)"
+        out.append(
+            [
+                (profile, None),
+                (str(r.created or "—"), None),
+                (str(r.workload), None),
+                value(r.seconds_per_step, lambda v: f"{v:.4g}"),
+                value(r.reference_seconds_per_step, lambda v: f"{v:.4g}"),
+                value(r.budget_scale, lambda v: f"{v:g}"),
+                value(r.budget_sec, seconds),
+                (str(r.trials), r.trials),
+            ]
+        )
+    note = (
+        "A workload's budget on a machine is its documented budget × the budget scale = this machine's "
+        "reference seconds per step ÷ the calibration machine's (the NAdamW baseline's timed step), so the "
+        "baseline gets the same number of steps everywhere; targets do not change. Trials are scored only "
+        "against trials of the same profile unless --allow_mixed_profiles."
+    )
+    return Table("Machine profiles and budgets", headers, out, note)
 
 
 def comparisons_table(board: Leaderboard) -> Table:
@@ -159,13 +211,13 @@ def comparisons_table(board: Leaderboard) -> Table:
 def tidy_times(board: Leaderboard) -> pd.DataFrame:
     """Long table: entry, workload, median time and steps, interval, ratios, studies reached."""
     counts = board.studies.groupby(["entry", "workload"]).agg(
-        studies=("study", "size"), studies_reached=("reached", "sum")
+        studies=("study", "size"), studies_reached=("reached", "sum"), contended_trials=("contended_trials", "sum")
     )
     rows = []
     for e in board.times.index:
         for w in board.times.columns:
             in_suite = w in board.suite
-            n, k = counts.loc[(e, w)] if (e, w) in counts.index else (0, 0)
+            n, k, c = counts.loc[(e, w)] if (e, w) in counts.index else (0, 0, 0)
             rows.append(
                 {
                     "entry": e,
@@ -179,6 +231,7 @@ def tidy_times(board: Leaderboard) -> pd.DataFrame:
                     "steps_ratio": board.step_ratios.loc[e, w] if in_suite else np.nan,
                     "studies": int(n),
                     "studies_reached": int(k),
+                    "contended_trials": int(c),
                 }
             )
     return pd.DataFrame(rows)

@@ -9,7 +9,14 @@ Per study k the trial that counts is chosen by `mode`:
 
 * "exact" — the truly fastest trial: T_k = min_j T_j (and, separately, S_k = min_j S_j).
 * "algoperf" — AlgoPerf's rule: among trials that reach the target, the one whose first(j) is
-  smallest (ties: the lowest trial number); T_k and S_k are that trial's T_j and S_j.
+  smallest; T_k and S_k are that trial's T_j and S_j. Ties on first(j) go to the smaller T_j
+  (then the lower trial number). AlgoPerf itself breaks such ties by the order in which
+  `os.listdir` returned the trial directories (`idxmin` over trials in that order), which depends
+  on the filesystem; the smaller time is deterministic, and it is what AlgoPerf's published v0.6
+  leaderboard took in the one tie that changes a published score (shampoo, study 0 of fastmri:
+  trials 2 and 5 first reach the target at evaluation 7, at 841.2 s and 640.8 s; 640.8 s is the
+  published one). AlgoPerf's published v0.5 scores (both rulesets) are the same under either
+  rule to full precision, although its external-tuning logs hold 60 such ties.
 
 Then t[s, w] = median_k T_k over the studies of entry s on workload w (∞ counts; with an even
 number of studies the mean of the middle two, as numpy's median).
@@ -55,7 +62,7 @@ def trial_results(runs: Runs) -> pd.DataFrame:
     last = pd.DataFrame({"t": tid, "time": evals["accumulated_submission_time"], "step": evals["global_step"]})
     last = last.groupby("t").last().reindex(range(n))
 
-    out = trials.drop(columns=["trial_dir", "root"]).copy()
+    out = trials.drop(columns=["trial_dir", "root", "machine_profile"]).copy()
     out["reached"] = first_index >= 0
     out["first_index"] = first_index
     out["time_to_target"] = time
@@ -74,10 +81,13 @@ def trial_results(runs: Runs) -> pd.DataFrame:
 
 def study_results(trials: pd.DataFrame, mode: str = "exact") -> pd.DataFrame:
     """One row per (entry, workload, study): the study's `time` and `steps` to target and which
-    trial gave each (`time_trial`, `steps_trial`), chosen by `mode` (see the module docstring)."""
+    trial gave each (`time_trial`, `steps_trial`), chosen by `mode` (see the module docstring);
+    `contended_trials` counts the study's trials flagged contended, and `time_contended`,
+    `steps_contended` say whether the trial that gave the time (steps) was one."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     t = trials[[*STUDY_KEYS, "trial", "reached", "first_index", "time_to_target", "steps_to_target"]].copy()
+    t["contended"] = trials["contended"].to_numpy(dtype=bool) if "contended" in trials else False
     for key in ("entry", "workload"):
         t[key] = t[key].astype(str)
     counts = t.groupby(STUDY_KEYS, sort=True).size().rename("n_trials")
@@ -86,7 +96,8 @@ def study_results(trials: pd.DataFrame, mode: str = "exact") -> pd.DataFrame:
         by_steps = _first(t, ["steps_to_target", "trial"])
     else:
         t["_unreached"] = ~t["reached"]
-        by_time = by_steps = _first(t, ["_unreached", "first_index", "trial"])
+        # first(j) decides; a tie goes to the smaller time, not AlgoPerf's directory order (see above)
+        by_time = by_steps = _first(t, ["_unreached", "first_index", "time_to_target", "trial"])
     out = pd.DataFrame(
         {
             "n_trials": counts,
@@ -95,6 +106,9 @@ def study_results(trials: pd.DataFrame, mode: str = "exact") -> pd.DataFrame:
             "time_trial": by_time["trial"].where(np.isfinite(by_time["time_to_target"])),
             "steps": by_steps["steps_to_target"],
             "steps_trial": by_steps["trial"].where(np.isfinite(by_steps["steps_to_target"])),
+            "contended_trials": t.groupby(STUDY_KEYS, sort=True)["contended"].sum(),
+            "time_contended": by_time["contended"] & np.isfinite(by_time["time_to_target"]),
+            "steps_contended": by_steps["contended"] & np.isfinite(by_steps["steps_to_target"]),
         }
     )
     out["time_trial"] = out["time_trial"].astype("Int64")

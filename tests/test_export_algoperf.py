@@ -214,9 +214,8 @@ def write_mini_suite(root):
 
 @pytest.mark.parametrize(
     "flags",
-    [[], ["--mode", "algoperf", "--algoperf_version", "0.6", "--suite", "fashion_mnist"],
-     ["--mode", "algoperf", "--algoperf_version", "0.6"]],
-    ids=["exact", "algoperf-suite", "algoperf"],
+    [[], ["--mode", "algoperf", "--algoperf_version", "0.6", "--suite", "fashion_mnist"]],
+    ids=["exact", "algoperf-suite"],
 )
 def test_exported_mini_suite_scores_as_the_original_records(tmp_path, capsys, flags):
     """The round trip: TimeTrial records of a mini workload (no AlgoPerf target) and their AlgoPerf
@@ -234,3 +233,18 @@ def test_exported_mini_suite_scores_as_the_original_records(tmp_path, capsys, fl
     assert studies.loc[studies["entry"] == "fast", "time"].tolist() == pytest.approx([21.9, 21.9, 21.9])
     for csv_name, original in tables["original"].items():
         pd.testing.assert_frame_equal(tables["export"][csv_name], original, check_exact=True, obj=csv_name)
+
+
+
+def test_algoperf_suite_without_mini_workloads_says_to_name_them(tmp_path, capsys):
+    """AlgoPerf mode's default suite is AlgoPerf's workloads; on mini-suite records (original or
+    exported) none of them was run, so the report says which workloads were, instead of scoring
+    every entry 0."""
+    write_mini_suite(tmp_path)
+    assert export(tmp_path) == 0
+    for runs in (tmp_path / "exp", tmp_path / "logs"):
+        code = report_main([str(runs), "--out", str(tmp_path / "r"), "--mode", "algoperf", "--algoperf_version", "0.6"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1
+        assert "no entry ran any workload of the suite (criteo1tb, fastmri," in err
+        assert "the runs are of fashion_mnist: choose the suite among those (--suite)" in err

@@ -49,7 +49,8 @@ def reaching(time, target=0.1, direction="min", metric="validation/error_rate", 
 class Records:
     """Writes trials under `root` (`timetrial`, `algoperf` return the trial directory);
     `curve` and `reaching` build evaluation rows. `timetrial(hardware=...)` is the fingerprint
-    (with `cpu`, `accelerator`, `num_devices` as harness/environment.py records them);
+    (with `cpu`, `accelerator`, `num_devices` as harness/environment.py records them), and
+    `meta_extra` adds or replaces meta.json keys;
     `algoperf(hardware=(cpu, gpu, count))` writes AlgoPerf's meta_data_0.json."""
 
     curve = staticmethod(curve)
@@ -79,6 +80,7 @@ class Records:
         cpu=None,
         accelerator=None,
         num_devices=1,
+        meta_extra=None,
     ):
         d = self.root / experiment / f"{workload}_{framework}" / submission / f"study_{study}" / f"trial_{trial}"
         d.mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,7 @@ class Records:
             "max_allowed_runtime_sec": max_runtime,
             "step_hint": 1000,
             "data_hash": None,
+            **(meta_extra or {}),  # e.g. budget_scale, budget_scale_source, machine_profile, budget_sec
         }
         (d / "meta.json").write_text(json.dumps(meta))
         if hparams is not None:

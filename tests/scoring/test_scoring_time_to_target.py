@@ -58,11 +58,19 @@ def test_exact_takes_fastest_trial_algoperf_takes_earliest_evaluation(records, t
     assert (algoperf["time"], algoperf["time_trial"]) == (100, 0)
 
 
-def test_tie_on_first_index_goes_to_lowest_trial_number(records, tmp_path):
-    records.timetrial("a", "w", 0, 2, records.curve([10, 20], [0.5, 0.05]))
-    records.timetrial("a", "w", 0, 1, records.curve([11, 22], [0.5, 0.05]))
-    row = study_results(_trials(tmp_path), "algoperf").iloc[0]
-    assert (row["time"], row["time_trial"]) == (22, 1)
+def test_tie_on_first_index_goes_to_the_smaller_time_then_the_lowest_trial(records, tmp_path):
+    """AlgoPerf mode: trials 1 and 2 both first meet the target at evaluation 1; trial 2 is
+    faster (20 s against 22 s), so it counts, time and steps alike, whatever the trial numbers or
+    the directory order (AlgoPerf takes whichever os.listdir returns first). An equal time goes
+    to the lower trial number. Trial 0 is faster still but one evaluation later."""
+    records.timetrial("a", "w", 0, 0, records.curve([4, 8, 12], [0.5, 0.5, 0.05], steps=[1, 2, 3]))
+    records.timetrial("a", "w", 0, 2, records.curve([10, 20], [0.5, 0.05], steps=[300, 700]))
+    records.timetrial("a", "w", 0, 1, records.curve([11, 22], [0.5, 0.05], steps=[200, 400]))
+    records.timetrial("a", "w", 1, 3, records.curve([10, 30], [0.5, 0.05], steps=[100, 500]))
+    records.timetrial("a", "w", 1, 4, records.curve([10, 30], [0.5, 0.05], steps=[100, 300]))
+    studies = study_results(_trials(tmp_path), "algoperf").set_index("study")
+    assert studies.loc[0, ["time", "time_trial", "steps", "steps_trial"]].tolist() == [20, 2, 700, 2]
+    assert studies.loc[1, ["time", "time_trial", "steps", "steps_trial"]].tolist() == [30, 3, 500, 3]
 
 
 def test_study_where_no_trial_reaches_is_infinite(records, tmp_path):
