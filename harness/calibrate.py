@@ -4,9 +4,9 @@
     python -m harness.calibrate --workload fashion_mnist,kjv_lm
 
 The measurement is the harness's own trial loop (`run_trial`) with the `nadamw` submission under
-its self-tuning defaults: after `WARMUP_STEPS` steps, `BLOCKS` blocks of `BLOCK_STEPS` steps each
-are timed (timed seconds, device synchronised at block ends), and a workload's reference seconds
-per step is the median over blocks of the block's mean. The machine must otherwise be idle: the
+its self-tuning defaults: after 10 warm-up steps, `BLOCKS` blocks of `BLOCK_STEPS` steps each are
+timed (`harness/step_timing.py`: wall seconds of the trial loop, device synchronised at block
+ends), and a workload's reference seconds per step is the median over blocks of the block's mean. The machine must otherwise be idle: the
 calibration refuses to start while other processes use more than the contention threshold of its
 CPUs, naming the busiest, and refuses to keep a measurement during which the machine became busy
 (`harness/contention.py`). The result goes into this machine's profile (`harness/machine_profile.py`):
@@ -17,10 +17,8 @@ current profile once, before its first trial, and adds it.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,35 +26,12 @@ from harness import machine_profile, spec
 from harness.contention import ContentionMonitor, busy_cores, busy_processes
 from harness.discovery import available_workloads, load_submission, load_workload
 from harness.errors import UserInputError
-from harness.records import TrialRecord
-from harness.trial import run_trial
+from harness.step_timing import time_harness_blocks, warmup_steps
 
 BASELINE = "nadamw"
 SEED = 0
-WARMUP_STEPS = 10
 BLOCKS = 15
 BLOCK_STEPS = 10
-
-
-class BlockTimer:
-    """Progress hook of the calibration trial: timed seconds per step of each block after warm-up."""
-
-    def __init__(self, workload: spec.Workload, warmup: int, block_steps: int) -> None:
-        self._sync, self._warmup, self._block_steps = workload.sync, warmup, block_steps
-        self._mark: float | None = None
-        self.seconds_per_step: list[float] = []
-
-    def on_step(self, global_step: int, clock) -> None:
-        done = global_step - self._warmup
-        if done < 0 or done % self._block_steps:
-            return
-        self._sync()
-        now = clock.timed_estimate()
-        if self._mark is not None:
-            self.seconds_per_step.append((now - self._mark) / self._block_steps)
-        self._mark = now
-
-    def on_eval(self, global_step: int, eval_row: dict, clock) -> None: ...
 
 
 def _refuse_if_busy(allow_busy: bool) -> None:
@@ -69,18 +44,12 @@ def _refuse_if_busy(allow_busy: bool) -> None:
         )
 
 
-def measure(workload: spec.Workload, allow_busy: bool = False,
-            blocks: int = BLOCKS, block_steps: int = BLOCK_STEPS, warmup: int = WARMUP_STEPS) -> dict:
+def measure(workload: spec.Workload, allow_busy: bool = False, blocks: int = BLOCKS,
+            block_steps: int = BLOCK_STEPS) -> dict:
     """One workload's profile entry: the median over blocks of the baseline's timed seconds per step."""
-    submission = load_submission(BASELINE, "pytorch")
-    timer, monitor = BlockTimer(workload, warmup, block_steps), ContentionMonitor()
-    with tempfile.TemporaryDirectory(prefix="timetrial_calibrate_") as tmp:
-        outcome = run_trial(
-            workload, submission, None, SEED, math.inf, TrialRecord(Path(tmp)), timer,
-            max_global_steps=warmup + blocks * block_steps, eval_every_steps=10**9, contention=monitor,
-        )
-    if outcome.status == "failed":
-        raise RuntimeError(f"calibration of {workload.name} failed: {outcome.stop_reason}")
+    monitor = ContentionMonitor()
+    block_seconds, _ = time_harness_blocks(workload, load_submission(BASELINE, "pytorch"), None, blocks, block_steps,
+                                           contention=monitor)
     if monitor.contended and not allow_busy:
         _, top = busy_processes()
         raise UserInputError(
@@ -88,7 +57,7 @@ def measure(workload: spec.Workload, allow_busy: bool = False,
             f"{monitor.summary()['other_cores_mean']:.1f} cores on average; busiest now: {'; '.join(top) or 'none'}); "
             "nothing was kept: run again on an idle machine"
         )
-    block_times = timer.seconds_per_step
+    block_times = [seconds / block_steps for seconds in block_seconds]
     median = statistics.median(block_times)
     quartiles = statistics.quantiles(block_times, n=4) if len(block_times) > 1 else [median] * 3
     return {
@@ -96,7 +65,7 @@ def measure(workload: spec.Workload, allow_busy: bool = False,
         "relative_spread": round((quartiles[2] - quartiles[0]) / median, 4),  # interquartile range / median
         "block_seconds_per_step": [round(t, 5) for t in block_times],
         "block_steps": block_steps,
-        "warmup_steps": warmup,
+        "warmup_steps": warmup_steps(block_steps),
         "other_cores_mean": monitor.summary()["other_cores_mean"],
         "busy_allowed": allow_busy,
         "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,1 @@
+"""Benchmarks of TimeTrial itself (run as scripts: `python benchmarks/<name>.py --help`)."""
