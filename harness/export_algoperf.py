@@ -17,7 +17,8 @@ and test) are absent too.
 
 Beside each CSV the export writes `timetrial_target.json`: the facts scoring needs that AlgoPerf's
 files do not carry (TARGET_KEYS, copied from meta.json: the target metric, its direction, the
-validation and test targets, the budget), so `python -m scoring.report` scores the exported runs
+validation and test targets, the budget, its scale and machine profile; SUMMARY_KEYS, from
+summary.json: the contention flag), so `python -m scoring.report` scores the exported runs
 of workloads AlgoPerf's targets table does not know (the mini suite) as it scores the originals.
 Records whose meta.json lacks a target are exported without that file, with one warning.
 
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import UserInputError
-from harness.records import atomic_write_text, eval_measurements_csv, write_json
+from harness.records import atomic_write_text, eval_measurements_csv, read_json, write_json
 
 # AlgoPerf's column -> the meta.json key (named like AlgoPerf's Workload attribute) it comes from
 NUM_EXAMPLES_KEYS = {"validation/num_examples": "num_validation_examples", "test/num_examples": "num_test_examples"}
@@ -48,7 +49,11 @@ TARGET_KEYS = (
     "max_allowed_runtime_sec",
     "budget_sec",
     "step_hint",
+    "budget_scale",  # how the budget was scaled for the machine, and by which profile: scoring compares by them
+    "budget_scale_source",
+    "machine_profile",
 )
+SUMMARY_KEYS = ("contended", "contention")  # summary.json's flag for other processes' CPU use, copied too
 REQUIRED_TARGET_KEYS = ("target_metric_name", "metric_direction", "validation_target_value")
 
 
@@ -90,12 +95,14 @@ def num_examples(meta: dict, meta_path: Path) -> dict[str, int]:
     return found
 
 
-def recorded_target(meta: dict) -> dict | None:
-    """The TARGET_KEYS meta.json has, for TARGET_FILE; None when it has no target (any of
-    REQUIRED_TARGET_KEYS missing or null). Values are copied as recorded: scoring checks them."""
+def recorded_target(meta: dict, summary: dict | None = None) -> dict | None:
+    """The TARGET_KEYS meta.json has and the SUMMARY_KEYS summary.json has, for TARGET_FILE; None
+    when it has no target (any of REQUIRED_TARGET_KEYS missing or null). Values are copied as
+    recorded: scoring checks them."""
     if any(meta.get(key) is None for key in REQUIRED_TARGET_KEYS):
         return None
-    return {key: meta[key] for key in TARGET_KEYS if key in meta}
+    summary = summary if isinstance(summary, dict) else {}
+    return {key: meta[key] for key in TARGET_KEYS if key in meta} | {k: summary[k] for k in SUMMARY_KEYS if k in summary}
 
 
 def read_eval_rows(path: Path) -> list[dict]:
@@ -138,7 +145,7 @@ def export_tree(root: Path, out: Path) -> Export:
         sizes = num_examples(meta, meta_path)
         if len(sizes) < len(NUM_EXAMPLES_KEYS):
             result.without_num_examples.append(meta_path)
-        trial_targets.append(recorded_target(meta))
+        trial_targets.append(recorded_target(meta, read_json(source.parent / "summary.json")))
         if trial_targets[-1] is None:
             result.without_target.append(meta_path)
         texts.append(eval_measurements_csv(read_eval_rows(source), sizes))

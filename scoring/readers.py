@@ -463,10 +463,11 @@ def _target_difference(own: WorkloadTarget, published: WorkloadTarget) -> str | 
     )
 
 
-def _algoperf_target(trial_dir: str, workload: str, targets: TargetSet) -> tuple[WorkloadTarget, bool, str | None]:
-    """(target, whether it is AlgoPerf's published one, note) of an AlgoPerf-layout trial: AlgoPerf's
-    when `targets` knows the workload (the note says how a TARGET_FILE beside the CSV differs),
-    else the TARGET_FILE's; neither is an error naming the CSV."""
+def _algoperf_target(trial_dir: str, workload: str, targets: TargetSet
+                     ) -> tuple[WorkloadTarget, bool, str | None, dict | None]:
+    """(target, whether it is AlgoPerf's published one, note, the TARGET_FILE's facts or None) of an
+    AlgoPerf-layout trial: AlgoPerf's target when `targets` knows the workload (the note says how a
+    TARGET_FILE beside the CSV differs), else the TARGET_FILE's; neither is an error naming the CSV."""
     path = os.path.join(trial_dir, TARGET_FILE)
     facts = _read_json(path, TARGET_FILE, required=False)
     own = None
@@ -477,14 +478,14 @@ def _algoperf_target(trial_dir: str, workload: str, targets: TargetSet) -> tuple
             raise RunRecordError(path, f"is for workload {facts['workload']!r}, but its directory is for {workload!r}")
         own = recorded_target(path, facts, workload)
     if own is not None and workload not in targets.workloads:
-        return own, False, None
+        return own, False, None, facts
     try:
         published = targets.get(workload)
     except KeyError as e:
         problem = f"{e.args[0]}; and no {TARGET_FILE} beside it (python -m harness.export_algoperf writes one)"
         raise RunRecordError(os.path.join(trial_dir, ALGOPERF_EVALS), problem) from None
     note = _target_difference(own, published) if own is not None else None
-    return published, True, note and f"{path} {note}"
+    return published, True, note and f"{path} {note}", facts
 
 
 def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, targets: TargetSet) -> TrialRecord:
@@ -496,7 +497,7 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
     if not (wl and study):
         raise OutsideLayout(csv_path, f"not in AlgoPerf's layout {ALGOPERF_LAYOUT}")
     workload = wl["workload"]
-    target, published, target_note = _algoperf_target(d, workload, targets)
+    target, published, target_note, facts = _algoperf_target(d, workload, targets)
     t = TrialRecord(
         layout="algoperf",
         trial_dir=d,
@@ -527,6 +528,10 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
         t.ruleset = flags.get("tuning_ruleset")
         if t.seed is None:
             t.seed = flags.get("rng_seed")
+    if facts is not None:  # an export of TimeTrial records: their budget scaling and contention, as recorded
+        facts_path = os.path.join(d, TARGET_FILE)
+        t.budget_scale, t.budget_scale_source, t.machine_profile, t.profile_key = _budget_scaling(facts_path, facts)
+        t.contended, t.contention = _contention(facts_path, facts)
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     t.csv_header, t.csv_body, t.n_evals = _split_csv(csv_path, raw, on_error, t.notes)
     if published and t.ruleset == "self" and t.max_runtime_sec is not None:

@@ -180,6 +180,10 @@ def mini_meta(submission, study, trial):
         "target_metric_name": "error_rate", "metric_direction": "min", "validation_target_value": 0.0722,
         "test_target_value": 0.0797, "max_allowed_runtime_sec": 160.0, "eval_period_time_sec": 10.0,
         "step_hint": 1800, "num_validation_examples": 10000, "num_test_examples": 10000,
+        "budget_scale": 1.25, "budget_scale_source": "profile", "eval_period_sec": 12.5,
+        "machine_profile": {"id": "0123456789ab", "created": "2026-11-30T18:00:00+00:00", "hardware_fingerprint": "f00d",
+                            "software": {"python": "3.11"}, "seconds_per_step": 0.0775,
+                            "reference_seconds_per_step": 0.062},
     }
 
 
@@ -210,6 +214,11 @@ def write_mini_suite(root):
                 record.write_hparams({"lr": 0.001 * (trial + 1)})
                 for row in mini_rows(first_hit, diverge=submission == "broken" and trial == 1):
                     record.add_eval(row)
+                contended = submission == "fast" and study == 1 and trial == 1  # its study counts it
+                reached = first_hit is not None and submission != "broken"
+                record.write_summary({"status": "reached" if reached else "budget", "contended": contended,
+                                      "time_to_target": 7.3 * (first_hit + 1) if reached else None,
+                                      "contention": {"other_cores_mean": 1.2 if contended else 0.0}})
 
 
 @pytest.mark.parametrize(
@@ -231,6 +240,9 @@ def test_exported_mini_suite_scores_as_the_original_records(tmp_path, capsys, fl
     studies = tables["original"]["studies.csv"]
     assert len(studies) == 9 and studies["reached"].sum() == 6  # the records are not trivial
     assert studies.loc[studies["entry"] == "fast", "time"].tolist() == pytest.approx([21.9, 21.9, 21.9])
+    assert studies["contended_trials"].sum() == 1 and studies["time_contended"].sum() == 1
+    report = (tmp_path / "report_export" / "leaderboard.md").read_text()
+    assert "0123456789ab" in report  # the machine profile travels with the export
     for csv_name, original in tables["original"].items():
         pd.testing.assert_frame_equal(tables["export"][csv_name], original, check_exact=True, obj=csv_name)
 
