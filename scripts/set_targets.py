@@ -168,8 +168,13 @@ def _propose(workload, seeds: dict, rule: str, seconds_per_step: float | None) -
         "workload": workload.name, "metric": metric, "direction": direction, "rule": rule,
         "step_hint": workload.step_hint, "validation_target_value": validation, "test_target_value": test,
         "max_allowed_runtime_sec": budget, "steps_to_target_per_seed": steps_to_target,
-        "seconds_per_step": seconds_per_step,
+        "steps_to_target_cv": _cv(steps_to_target), "seconds_per_step": seconds_per_step,
     }
+
+
+def _cv(values: list[float]) -> float | None:
+    """The seeds' spread: sample standard deviation / mean (None with fewer than two values)."""
+    return round(statistics.stdev(values) / statistics.mean(values), 3) if len(values) > 1 else None
 
 
 if __name__ == "__main__":

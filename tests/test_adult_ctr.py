@@ -167,6 +167,10 @@ def test_model_gives_one_logit_per_row_and_names_its_head_and_embedding():
     assert workload.model_params_types["embedding.weight"] == spec.ParameterType.EMBEDDING
     assert workload.is_output_params("head.weight") and not workload.is_output_params("top_mlp.0.weight")
     assert isinstance(model, DlrmSmall) and model.embedding.num_embeddings == data.VOCABULARY_SIZE
+    # AlgoPerf criteo1tb's DLRM-small widths: embeddings 128, bottom (512, 256, 128), top (1024, 1024, 512, 256, 1).
+    widths = [[m.out_features for m in mlp if isinstance(m, torch.nn.Linear)] for mlp in (model.bottom_mlp, model.top_mlp)]
+    assert model.embedding.embedding_dim == 128 and widths == [[512, 256, 128], [1024, 1024, 512, 256]]
+    assert model.head.out_features == 1
 
 
 def test_loss_and_accuracy_match_hand_computed_values():
