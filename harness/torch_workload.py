@@ -68,6 +68,7 @@ class TorchWorkload(spec.Workload):
         super().__init__(data_dir)
         self.device = default_device()
         self._tensors: dict[str, dict[str, torch.Tensor]] | None = None
+        self._eval_batch_cache: dict[tuple[str, int, int], list[dict]] = {}
         self._dropout_rate: float | None = None
         self._batch_norm_updates = True
         self.last_train_loss: tuple[torch.Tensor, torch.Tensor | int] | None = None
@@ -237,7 +238,6 @@ class TorchWorkload(spec.Workload):
         return {"summed": summed, "n_valid_examples": n_valid_examples, "per_example": per_unit}
 
     # ----- evaluation -----
-    @torch.no_grad()
     def _eval_model_on_split(
         self,
         split: str,
@@ -249,20 +249,28 @@ class TorchWorkload(spec.Workload):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
+        """`eval_sums` accumulated over the split's evaluation batches, in inference mode.
+
+        The batches are assembled once and kept (`cached_eval_batches`). Scalar sums stay on the
+        device until the end, so the loop never waits for the device. Inference mode (not just
+        `no_grad`) means a model must not keep tensors made during evaluation for later training.
+        """
         del data_dir, global_step
+        batches = self.cached_eval_batches(split, num_examples, global_batch_size)
         sums: dict[str, torch.Tensor] = {}
         parts: dict[str, list[torch.Tensor]] = {}
-        for batch in self.eval_batches(split, num_examples, global_batch_size):
-            logits, _ = self.model_fn(
-                params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
-            )
-            for key, value in self.eval_sums(logits, batch).items():
-                if value.dim() == 0:
-                    sums[key] = sums[key] + value if key in sums else value
-                else:
-                    parts.setdefault(key, []).append(value.detach())
-        accumulated = {k: float(v) for k, v in sums.items()}
-        accumulated.update({k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()})
+        with torch.inference_mode():
+            for batch in batches:
+                logits, _ = self.model_fn(
+                    params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
+                )
+                for key, value in self.eval_sums(logits, batch).items():
+                    if value.dim() == 0:  # summed in float64: the total barely depends on the batch size
+                        sums[key] = sums[key] + value.double() if key in sums else value.double()
+                    else:
+                        parts.setdefault(key, []).append(value)
+            accumulated = {k: float(v) for k, v in sums.items()}
+            accumulated.update({k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()})
         return self.metrics_from_sums(accumulated)
 
     def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -271,6 +279,21 @@ class TorchWorkload(spec.Workload):
         num_examples = min(num_examples, len(arrays["targets"]))
         for start in range(0, num_examples, batch_size):
             yield self.gather(arrays, torch.arange(start, min(start + batch_size, num_examples)))
+
+    def prepare_eval_batch(self, batch: dict) -> dict:
+        """Evaluation-side preprocessing of one batch of `eval_batches`, done once per batch and kept
+        (reference texts, padding cut off); the default keeps the batch as it is."""
+        return batch
+
+    def cached_eval_batches(self, split: str, num_examples: int, batch_size: int) -> list[dict]:
+        """`eval_batches`, each through `prepare_eval_batch`, assembled at the first evaluation and
+        kept: the data never changes, so later evaluations only run the model."""
+        key = (split, num_examples, batch_size)
+        if key not in self._eval_batch_cache:
+            with torch.no_grad():
+                batches = self.eval_batches(split, num_examples, batch_size)
+                self._eval_batch_cache[key] = [self.prepare_eval_batch(batch) for batch in batches]
+        return self._eval_batch_cache[key]
 
     def sync(self) -> None:
         if self.device.type == "cuda":

@@ -17,6 +17,8 @@ smoothing); the train subset reports only these, to keep evaluation cheap.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from harness import spec
@@ -39,10 +41,29 @@ def _bleu_class():
     return BLEU
 
 
-def bleu_statistics(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+class BleuReferences(NamedTuple):
+    """Reference texts tokenised and counted once (a sacrebleu scorer's reference cache), for scoring
+    translations of them at every evaluation."""
+
+    count: int
+    scorer: Any
+
+
+def bleu_references(references: list[str]) -> BleuReferences:
+    """`references` prepared once for `bleu_statistics`."""
+    return BleuReferences(len(references), _bleu_class()(references=[references]))
+
+
+def bleu_statistics(hypotheses: list[str], references: list[str] | BleuReferences) -> dict[str, float]:
     """BLEU's sufficient statistics of a batch of detokenised translations (sacrebleu's 13a tokeniser);
-    the statistics of a corpus are the sums over its batches."""
-    score = _bleu_class()().corpus_score(hypotheses, [references])
+    the statistics of a corpus are the sums over its batches. `references`: one text per hypothesis,
+    or `bleu_references` of them (the same statistics)."""
+    if not isinstance(references, BleuReferences):
+        score = _bleu_class()().corpus_score(hypotheses, [references])
+    elif len(hypotheses) == references.count:
+        score = references.scorer.corpus_score(hypotheses, None)
+    else:
+        raise ValueError(f"{len(hypotheses)} translations for {references.count} references")
     values = list(score.counts) + list(score.totals) + [score.sys_len, score.ref_len]
     return {key: float(value) for key, value in zip(BLEU_KEYS, values)}
 
@@ -80,7 +101,9 @@ class BibleTranslationWorkload(spec.Workload):
     num_validation_examples = 400  # of 1,256
     num_test_examples = 400  # of 1,343
     num_eval_train_examples = 400  # loss and accuracy only (no decoding)
-    eval_batch_size = 200
+    # Pairs sorted by length (torch.py); fastest of 25/50/100/200 on a quiet 2-core CPU: an evaluation
+    # in 1.6-1.8 s (2.1 s at 200).
+    eval_batch_size = 50
 
     def read_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], str]:
         prepared = data.prepare(self.data_dir)

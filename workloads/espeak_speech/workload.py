@@ -49,7 +49,9 @@ class EspeakSpeechWorkload(spec.Workload):
     num_validation_examples = data.NUM_UTTERANCES["validation"]
     num_test_examples = data.NUM_UTTERANCES["test"]
     num_eval_train_examples = 100
-    eval_batch_size = 100
+    # Utterances sorted by length (torch.py); on a quiet 2-core CPU an evaluation takes 0.7 s at 25 or 50,
+    # 0.9 s at 100.
+    eval_batch_size = 50
 
     def read_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], str]:
         """Per split: `inputs` (N, frames, 80) float16, `input_lengths` (N,) int64, `targets`

@@ -63,7 +63,8 @@ class KjvLmWorkload(spec.Workload):
     num_validation_examples = 1_000  # of 1,519
     num_test_examples = 1_000  # of 1,685
     num_eval_train_examples = 500
-    eval_batch_size = 128
+    # Fastest of 16/32/64/128/256/512 on a quiet 2-core CPU: an evaluation in 2.1 s (2.6 s at 128).
+    eval_batch_size = 32
 
     def read_splits(self) -> tuple[dict[str, dict[str, np.ndarray]], str]:
         verses, data_hash = data.load_verses(self.data_dir)
