@@ -170,3 +170,13 @@ def test_an_unreadable_profile_is_one_error_line(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: machine profile {path} is unreadable")
     assert not (tmp_path / "runs").exists()
+
+
+def test_each_mini_workloads_reference_is_the_committed_calibration_machines_profile(tmp_path):
+    """The calibration references in the workloads are the figures of the profile behind them."""
+    from harness.discovery import available_workloads
+    reference = json.loads((REPO / "docs" / "targets" / "calibration_machine.json").read_text())
+    for name in available_workloads("pytorch", suite="mini"):
+        workload = load_workload(name, "pytorch", tmp_path)
+        assert workload.calibration_seconds_per_step == reference["workloads"][name]["seconds_per_step"], name
+        assert machine_profile.scale(reference, workload) == 1.0
