@@ -45,6 +45,7 @@ def test_worst_rule_lets_every_seed_reach_the_target_and_a_quiet_figure_sets_the
     proposal = _propose(_workload("min"), seeds, "worst", seconds_per_step=2.0)
     assert proposal["validation_target_value"] == pytest.approx(0.34)
     assert proposal["steps_to_target_per_seed"] == [20, 20, 40]
+    assert proposal["steps_to_target_cv"] == pytest.approx(0.433, abs=1e-3)  # sample std 11.55 / mean 26.67
     assert proposal["max_allowed_runtime_sec"] == 120  # 1.5 x 40 x 2.0
 
 
