@@ -104,25 +104,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per condition: --rng_seed 0 .. seeds-1")
     parser.add_argument("--submit_args", default="",
                         help='more submit.py flags, e.g. --submit_args="--max_global_steps 100"')
+    parser.add_argument("--conditions", default=",".join(CONDITIONS),
+                        help="comma-separated, of quiet,contended (default: both). On a 2-core CPU one busy process "
+                             "slowed a 2-thread trial about 30x, so a contended run can take most of an hour")
     parser.add_argument("--experiment_dir", type=Path,
                         help="keep the run records here (default: a temporary directory)")
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    conditions = [c for c in args.conditions.split(",") if c]
+    if not conditions or set(conditions) - set(CONDITIONS):
+        parser.error(f"--conditions must name some of {', '.join(CONDITIONS)}, got {args.conditions!r}")
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # so the competitor is killed too
     workload = str(Path(args.workload).resolve()) if "/" in args.workload else args.workload
     submit_args = shlex.split(args.submit_args)
-    runs: dict[str, list[dict]] = {condition: [] for condition in CONDITIONS}
+    runs: dict[str, list[dict]] = {condition: [] for condition in conditions}
     with tempfile.TemporaryDirectory() as tmp:
         experiment_dir = args.experiment_dir or Path(tmp)
         for seed in range(args.seeds):
-            for condition in CONDITIONS:
+            for condition in conditions:
                 run = run_seed(workload, seed, condition, experiment_dir, submit_args)
                 print(f"{condition} {describe_run(run)}", file=sys.stderr, flush=True)
                 runs[condition].append(run)
     print(f"{args.workload}, nadamw, --tuning_ruleset self {shlex.join(submit_args)}".rstrip()
           + f", {args.seeds} seeds per condition; contended: one competing busy-loop process")
-    for condition in CONDITIONS:
+    for condition in conditions:
         print("\n".join(summarise(condition, runs[condition])))
 
 

@@ -4,7 +4,6 @@ AlgoPerf's import names, `pytorch_setup()`, `get_batch_size` that knows only Alg
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 from busy import busy_processes
@@ -97,8 +98,10 @@ def test_submit_marks_a_contended_trial_and_warns(tmp_path):
         time.sleep(0.5)
         workload = toy_variant(tmp_path, "toy_unreachable", validation_target_value=-1.0, test_target_value=-1.0,
                                max_allowed_runtime_sec=3.0, eval_period_time_sec=0.5)
+        # one torch thread: two threads spin-waiting for cores that the busy processes hold make the
+        # trial tens of times slower (seen on 2 cores), which is what the flag is for, but slow for a test
         result = run_submit("--workload", str(workload), "--submission", "adamw", "--tuning_ruleset", "self",
-                            "--experiment_dir", str(tmp_path / "runs"))
+                            "--experiment_dir", str(tmp_path / "runs"), env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert "[contended: other processes used" in result.stdout
     assert "warning: 1 of 1 trials ran their timed steps while other processes used" in result.stderr

@@ -129,12 +129,12 @@ def calibrate(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 def test_calibration_refuses_a_busy_machine_and_names_what_is_busy(tmp_path):
     folder = calibrated_toy(tmp_path)
-    with busy_processes() as procs:
+    with busy_processes() as pids:
         result = calibrate("--workload", str(folder), env=env_with_profiles(tmp_path / "profiles"))
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: calibration needs an otherwise idle machine")
-    assert any(f"pid {proc.pid} " in line for proc in procs), line
+    assert any(f"pid {pid} " in line for pid in pids), line
     assert not list((tmp_path / "profiles").glob("*.json"))
 
 
