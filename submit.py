@@ -4,6 +4,7 @@
     python submit.py --workload kjv_lm --submission adamw --num_tuning_trials 5 --num_studies 3
     python submit.py --suite mini --submission nadamw,adamw --max_workers 2
     python submit.py --submission path/to/my_algo.py --tuning_ruleset self --executor ray
+    python submit.py --docker --docker_cpus 2 --trial_memory_gb 8    # each trial in a container (docker/)
 
 Each trial runs in its own worker process (`harness/worker.py`) under a wall-clock and an optional
 memory limit. Rerunning a command skips finished trials and resumes interrupted ones.
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from absl import app, flags
 
-from harness import calibrate, machine_profile, search_space
-from harness.discovery import SubmissionFile, available_workloads, find_submission, load_workload
+from harness import calibrate, containers, machine_profile, search_space
+from harness.discovery import REPO_ROOT, SubmissionFile, available_workloads, find_submission, load_workload
 from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
 from harness.experiment import Experiment, PlannedTrial, describe, plan, prepare
@@ -65,6 +66,16 @@ flags.DEFINE_float("trial_memory_gb", None, "Per-trial resident-memory limit (wo
 flags.DEFINE_float("budget_scale", None,
                    "Multiply every workload's budget and evaluation period by this instead of this machine's calibrated "
                    "scale (harness/machine_profile.py); no calibration is run.", lower_bound=0.001)
+flags.DEFINE_boolean("docker", False,
+                     "Run each trial's worker in a Docker container of its own, made from --docker_image (docker/): "
+                     "the image's code, the data mounted read-only, no network.")
+flags.DEFINE_string("docker_image", "timetrial:cpu", "The image of --docker (bash docker/build_image.sh builds it).")
+flags.DEFINE_integer("docker_cpus", None, "With --docker: CPUs of each trial's container (trials running at once get "
+                     "disjoint CPU sets); default: every CPU.", lower_bound=1)
+flags.DEFINE_string("docker_gpus", None, "With --docker: GPUs for each trial's container, 'all' or a count "
+                    "(needs the NVIDIA Container Toolkit on the engine).")
+flags.register_validator("docker_gpus", lambda v: v is None or v == "all" or (v.isdigit() and int(v) > 0),
+                         message="--docker_gpus must be 'all' or a positive count")
 for _name in ("trial_timeout_sec", "trial_memory_gb", "budget_scale"):
     flags.register_validator(_name, lambda value: value is None or math.isfinite(value),
                              message=f"--{_name} must be a finite number")
@@ -111,7 +122,28 @@ def _refuse_shared_names(submissions: list[SubmissionFile]) -> None:
         )
 
 
-def experiments() -> list[Experiment]:
+def _code_outside_image(submissions: list[SubmissionFile], workload_refs: list[str]) -> list[Path]:
+    """Folders of the submissions and workloads given by a path outside the code an image holds (mounted read-only)."""
+    inside = [REPO_ROOT / "submissions", REPO_ROOT / "workloads"]
+    folders = [s.path.parent for s in submissions] + [Path(ref).resolve() for ref in workload_refs if "/" in ref]
+    return [f for f in folders if not any(f.resolve().is_relative_to(i) for i in inside)]
+
+
+def _open_container_runtime() -> containers.Runtime | None:
+    """With --docker: the engine, the image and the containers' limits (checked before anything is planned)."""
+    if not FLAGS.docker:
+        given = [f"--{n}" for n in ("docker_cpus", "docker_gpus") if FLAGS[n].present] + (
+            ["--docker_image"] if FLAGS["docker_image"].present else [])
+        if given:
+            raise UserInputError(f"{', '.join(given)} only apply with --docker")
+        return None
+    if FLAGS.executor != "local":
+        raise UserInputError(f"--docker runs trials with the local executor, not --executor {FLAGS.executor}")
+    return containers.open_runtime(FLAGS.docker_image, Path(FLAGS.data_dir), FLAGS.docker_cpus,
+                                   FLAGS.trial_memory_gb, FLAGS.docker_gpus, FLAGS.max_workers)
+
+
+def experiments(runtime: containers.Runtime | None = None) -> list[Experiment]:
     if FLAGS.framework != "pytorch":
         raise UserInputError(f"--framework {FLAGS.framework} is not available yet; use pytorch")
     workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
@@ -122,9 +154,12 @@ def experiments() -> list[Experiment]:
     spaces = [_space(s) for s in submissions]
     key_flags = FLAGS.get_key_flags_for_module(sys.modules[__name__])
     workloads = {ref: load_workload(ref, FLAGS.framework, FLAGS.data_dir) for ref in workload_refs}
+    if runtime is not None:
+        runtime.code_paths = _code_outside_image(submissions, workload_refs)
+        containers.probe(runtime, FLAGS.framework, workload_refs)
     for workload in workloads.values():
         workload.data_hash()  # a missing dataset fails here, before any calibration or record
-    scales = _budget_scales(workloads)
+    scales = _budget_scales(workloads, runtime)
     return [
         Experiment(
             workload=workloads[ref], workload_ref=ref,
@@ -133,18 +168,24 @@ def experiments() -> list[Experiment]:
             root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,
             max_global_steps=FLAGS.max_global_steps, eval_every_steps=FLAGS.eval_every_steps,
             flags={f.name: f.value for f in key_flags}, **scales[ref],
+            container=runtime.container_facts(ref) if runtime is not None else None,
         )
         for ref in workload_refs
         for submission, space in zip(submissions, spaces)
     ]
 
 
-def _budget_scales(workloads: dict) -> dict[str, dict]:
+def _budget_scales(workloads: dict, runtime: containers.Runtime | None) -> dict[str, dict]:
     """Per workload (keyed as `workloads`): its budget scale, where the scale comes from, and the machine profile
-    (measured now, once, for calibrated workloads the profile of this machine lacks)."""
+    (measured now, once, for calibrated workloads the profile of this machine lacks; with --docker, the
+    image's profile, measured in a container)."""
     if FLAGS.budget_scale is not None:
         return {ref: {"budget_scale": FLAGS.budget_scale, "budget_scale_source": "flag"} for ref in workloads}
-    profile = calibrate.ensure(list(workloads.values()))
+    if runtime is None:
+        profile = calibrate.ensure(list(workloads.values()))
+    else:
+        calibrated = [ref for ref, w in workloads.items() if machine_profile.calibrated(w)]
+        profile = containers.calibrate(runtime, calibrated, machine_profile.profile_dir()) if calibrated else None
     return {
         ref: {"budget_scale": machine_profile.scale(profile, w), "budget_scale_source": "profile",
                  "machine_profile": machine_profile.trial_record(profile, w)}
@@ -153,8 +194,8 @@ def _budget_scales(workloads: dict) -> dict[str, dict]:
     }
 
 
-def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
-    """Run the trials with the chosen executor; returns each trial directory's outcome."""
+def execute(trials: list[PlannedTrial], runtime: containers.Runtime | None = None) -> dict[Path, str]:
+    """Run the trials with the chosen executor (in containers with --docker); returns each trial directory's outcome."""
     outcomes: dict[Path, str] = {}
     progress = SweepProgress(len(trials))
     labels = {t.dir: t.label for t in trials}
@@ -181,7 +222,9 @@ def execute(trials: list[PlannedTrial]) -> dict[Path, str]:
         elif FLAGS.executor == "ray":
             run_ray([t.dir for t in trials], limits, FLAGS.ray_address, FLAGS.max_workers, on_start, on_end)
         else:
-            run_local([t.dir for t in trials], limits, FLAGS.max_workers, on_start, on_end)
+            start = None if runtime is None else containers.trial_starter(
+                runtime, Path(FLAGS.experiment_dir) / FLAGS.experiment_name, FLAGS.max_workers, limits.wall_sec)
+            run_local([t.dir for t in trials], limits, FLAGS.max_workers, on_start, on_end, start)
     finally:
         progress.close()
     return outcomes
@@ -192,13 +235,14 @@ def main(argv: list[str]) -> int:
         raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UserInputError("--executor ray needs Ray: pip install 'timetrial[ray]'")
-    planned = plan(experiments(), FLAGS.overwrite, FLAGS.rerun_failed)
+    runtime = _open_container_runtime()
+    planned = plan(experiments(runtime), FLAGS.overwrite, FLAGS.rerun_failed)
     to_run = [t for t in planned if t.action not in ("skip", "locked")]
     if to_run:
         _check_writable(Path(FLAGS.experiment_dir) / FLAGS.experiment_name)
     for trial in to_run:
         prepare(trial)
-    outcomes = execute(to_run)
+    outcomes = execute(to_run, runtime)
     root = Path(FLAGS.experiment_dir) / FLAGS.experiment_name
     print(f"run records: {root}")
     print("\n".join(describe(t) for t in planned))

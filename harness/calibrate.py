@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow_busy", action="store_true",
                         help="measure even on a busy machine (the profile says so); for tests and for machines "
                              "that are never idle")
+    parser.add_argument("--ensure", action="store_true",
+                        help="keep the current profile and measure only the workloads it lacks (as submit.py does); "
+                             "the profile's path is printed last")
     args = parser.parse_args(argv)
     try:
         names = args.workload.split(",") if args.workload else available_workloads("pytorch", suite="mini")
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "(calibration_seconds_per_step): only mini-suite workloads are calibrated")
         for workload in workloads:
             workload.data_hash()  # a missing dataset fails here, before anything is measured
+        if args.ensure:
+            ensure(workloads)
+            print(machine_profile.profile_path(*machine_profile.machine(workloads[0])))
+            return 0
         hardware, software = machine_profile.machine(workloads[0])
         path = machine_profile.profile_path(hardware, software)
         with machine_profile.locked(path.parent):

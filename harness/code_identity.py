@@ -11,7 +11,9 @@ never reported for code other than the code that produced it. What is hashed:
 - a workload: every Python file in the folders of the classes it is built from (its own folder,
   and e.g. `fashion_mnist/` for `fashion_mnist_vit`), outside the harness.
 
-The harness itself is identified by the git commit in meta.json.
+The harness itself is identified by the git commit in meta.json. `source_hash` covers the whole
+code of a checkout (what docker/Dockerfile copies into an image), so that a run in a container is
+refused unless the image holds the code of the checkout that plans it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import hashlib
 import inspect
 from pathlib import Path
 
+SOURCE_FOLDERS = ("harness", "workloads", "submissions", "scoring")
+SOURCE_FILES = ("submit.py", "pyproject.toml")
 WORKLOAD_MODULES = ("workloads.", "timetrial_workload_")  # the repo's, and those loaded from a path
 FOLDER_NAMED = ("submission.py", "torch.py", "jax.py")
 
@@ -37,6 +41,15 @@ def files_hash(files: list[Path], root: Path) -> str:
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def source_hash(root: Path) -> str:
+    """The hash of a checkout's code: every file of its SOURCE_FOLDERS (caches and dot files aside) and SOURCE_FILES."""
+    files = [root / name for name in SOURCE_FILES]
+    for folder in SOURCE_FOLDERS:
+        files += sorted(p for p in (root / folder).rglob("*") if p.is_file() and not any(
+            part.startswith(".") or part == "__pycache__" for part in p.relative_to(root).parts))
+    return files_hash(files, root)
 
 
 def submission_code_hash(path: Path, library_dir: Path) -> str:

@@ -66,3 +66,30 @@ def git_commit(repo: Path) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("-dirty" if dirty else "")
+
+
+def describe(framework: str, workload_refs: list[str], data_dir: str) -> dict:
+    """This installation's code hash, software, and per workload the hardware a trial of it records."""
+    from harness.code_identity import source_hash
+    from harness.discovery import REPO_ROOT, load_workload
+
+    hardware_by_workload = {ref: hardware(load_workload(ref, framework, data_dir).hardware()) for ref in workload_refs}
+    return {"source_hash": source_hash(REPO_ROOT), "software": software(), "hardware": hardware_by_workload}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.environment --framework F --workload a,b --data_dir D` prints `describe` as one
+    JSON line: how a container describes itself to `harness/containers.py`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.environment", description=main.__doc__)
+    parser.add_argument("--framework", default="pytorch")
+    parser.add_argument("--workload", required=True, help="comma-separated workload names or folders")
+    parser.add_argument("--data_dir", required=True)
+    args = parser.parse_args(argv)
+    print(json.dumps(describe(args.framework, args.workload.split(","), args.data_dir), sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 
 * `run_local` — the embedded executor: up to `max_workers` worker processes at once, supervised
   from this process's main thread.
+  With `start` (`harness/containers.py`), each worker runs in a Docker container of its own instead.
 * `run_ray` — the same supervision inside Ray tasks, on a local Ray instance or an existing
   cluster (`address`); the trial directories must be on a filesystem the cluster shares.
 
@@ -162,15 +163,19 @@ def supervise(trial_dir: Path, limits: Limits) -> str:
 
 
 def run_local(trial_dirs: list[Path], limits: Limits, max_workers: int,
-              on_start: Callable[[Path], None], on_end: Callable[[Path, str], None]) -> None:
-    """Run the trials with at most `max_workers` at a time. A single trial streams its output here."""
+              on_start: Callable[[Path], None], on_end: Callable[[Path, str], None],
+              start: Callable[[Path, bool], TrialProcess] | None = None) -> None:
+    """Run the trials with at most `max_workers` at a time. A single trial streams its output here.
+
+    `start(trial_dir, stream_output)` starts one trial's worker (default: a `TrialProcess` here)."""
+    start = start or (lambda trial_dir, stream_output: TrialProcess(trial_dir, limits, stream_output))
     pending, running = list(trial_dirs), []
     try:
         while pending or running:
             while pending and len(running) < max_workers:
                 trial_dir = pending.pop(0)
                 on_start(trial_dir)
-                running.append(TrialProcess(trial_dir, limits, stream_output=len(trial_dirs) == 1))
+                running.append(start(trial_dir, len(trial_dirs) == 1))
             time.sleep(POLL_SEC)
             for process in list(running):
                 if (outcome := process.poll()) is not None:

@@ -70,6 +70,7 @@ class Experiment:
     budget_scale: float = 1.0  # this machine's budget scale (harness/machine_profile.py)
     budget_scale_source: str = "none"  # profile | flag (--budget_scale) | none (the budget does not scale)
     machine_profile: dict | None = None  # machine_profile.trial_record(), when the scale comes from a profile
+    container: dict | None = None  # with --docker: the image's `hardware` and `software`, and the `docker` record
 
     @property
     def budget_sec(self) -> float:
@@ -118,6 +119,7 @@ IDENTITY = {  # meta.json key -> what a record that differs there was made with
     "data_hash": "other data (content hash)",
     "budget_sec": "another time budget",
     "eval_period_sec": "another evaluation period",
+    "docker_image_id": "another Docker image, or none",
 }
 
 
@@ -136,6 +138,7 @@ def identity(trial: PlannedTrial) -> dict:
         "data_hash": experiment.workload.data_hash(),
         "budget_sec": experiment.budget_sec,
         "eval_period_sec": experiment.eval_period_sec,
+        "docker_image_id": experiment.container["docker"]["image_id"] if experiment.container else None,
     }
 
 
@@ -179,6 +182,7 @@ def plan(experiments: list[Experiment], overwrite: bool = False, rerun_failed: b
 def meta(trial: PlannedTrial) -> dict:
     """Everything a worker needs to run the trial, and everything scoring needs to read it."""
     experiment, workload = trial.experiment, trial.experiment.workload
+    container = experiment.container or {}
     return {
         **identity(trial),
         "workload": workload.name,
@@ -187,8 +191,9 @@ def meta(trial: PlannedTrial) -> dict:
         "study": trial.study,
         "trial": trial.index,
         "data_dir": str(workload.data_dir.resolve()),
-        "hardware": environment.hardware(workload.hardware()),
-        "software": environment.software(),
+        "hardware": container.get("hardware") or environment.hardware(workload.hardware()),
+        "software": container.get("software") or environment.software(),
+        "docker": container.get("docker"),
         "git_commit": environment.git_commit(REPO_ROOT),
         "flags": experiment.flags,
         "budget_scale": experiment.budget_scale,

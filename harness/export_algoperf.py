@@ -17,7 +17,7 @@ and test) are absent too.
 
 Beside each CSV the export writes `timetrial_target.json`: the facts scoring needs that AlgoPerf's
 files do not carry (TARGET_KEYS, copied from meta.json: the target metric, its direction, the
-validation and test targets, the budget, its scale and machine profile; SUMMARY_KEYS, from
+validation and test targets, the budget, its scale and machine profile, the Docker image; SUMMARY_KEYS, from
 summary.json: the contention flag), so `python -m scoring.report` scores the exported runs
 of workloads AlgoPerf's targets table does not know (the mini suite) as it scores the originals.
 Records whose meta.json lacks a target are exported without that file, with one warning.
@@ -52,6 +52,8 @@ TARGET_KEYS = (
     "budget_scale",  # how the budget was scaled for the machine, and by which profile: scoring compares by them
     "budget_scale_source",
     "machine_profile",
+    "docker_image_id",  # the image a trial's container ran (scoring does not mix images)
+    "docker",
 )
 SUMMARY_KEYS = ("contended", "contention")  # summary.json's flag for other processes' CPU use, copied too
 REQUIRED_TARGET_KEYS = ("target_metric_name", "metric_direction", "validation_target_value")

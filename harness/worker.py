@@ -15,6 +15,11 @@ planned is not run again. Started by an executor, the worker asks the kernel to 
 parent dies, so a killed sweep leaves no orphan trials. On Linux it is the subreaper of every
 process the trial starts (detached ones included: double fork, setsid), and when the trial ends,
 normally, by an exception or by SIGTERM, it kills them all before it exits.
+
+In a container (`harness/containers.py`), the executor's process is out of sight: the worker ends
+the trial as if killed (exit status 137, resumable) when the heartbeat file its owner touches
+(`TIMETRIAL_HEARTBEAT`) is older than `HEARTBEAT_TIMEOUT_SEC`, and finds the code paths of
+meta.json, which name the planner's checkout (`TIMETRIAL_HOST_REPO`), in the image's copy.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from harness import trial_lock
-from harness.discovery import find_submission, load_submission, load_workload
+from harness.discovery import REPO_ROOT, find_submission, load_submission, load_workload
 from harness.errors import UserInputError
 from harness.process_tree import become_subreaper, kill_descendants, prctl
 from harness.progress import TrialProgress
@@ -36,6 +43,9 @@ from harness.trial import TrialOutcome, run_trial
 
 PARENT_PID_VARIABLE = "TIMETRIAL_PARENT_PID"
 LOCKED_EXIT_STATUS = 75  # sysexits' EX_TEMPFAIL: another process holds the trial's lock
+HEARTBEAT_VARIABLE = "TIMETRIAL_HEARTBEAT"
+HEARTBEAT_TIMEOUT_SEC = 15.0
+HOST_REPO_VARIABLE = "TIMETRIAL_HOST_REPO"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -47,6 +57,38 @@ def die_with_parent() -> None:
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before the request took effect
         os._exit(1)
+
+
+def end_with_owner() -> None:
+    """In a container: end the trial as if killed once its owner stops touching the heartbeat file."""
+    path = os.environ.get(HEARTBEAT_VARIABLE)
+    if path is None:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                age = time.time() - os.stat(path).st_mtime
+            except FileNotFoundError:
+                age = float("inf")
+            if age > HEARTBEAT_TIMEOUT_SEC:
+                print(f"the trial's owner is gone ({path} untouched for more than {HEARTBEAT_TIMEOUT_SEC:g} s): "
+                      "trial ended; run the same command again to resume it", file=sys.stderr, flush=True)
+                kill_descendants()
+                os._exit(128 + signal.SIGKILL)
+
+    threading.Thread(target=watch, name="heartbeat", daemon=True).start()
+
+
+def code_path_here(path: str) -> str:
+    """A code path of meta.json as this process finds it: in a container, a workload or submission of
+    the planner's checkout is the image's copy (the planner checked that their code is the same)."""
+    host = os.environ.get(HOST_REPO_VARIABLE)
+    if host is None or "/" not in path or not Path(path).is_relative_to(host):
+        return path
+    relative = Path(path).relative_to(host)
+    return str(REPO_ROOT / relative) if relative.parts[:1] in (("workloads",), ("submissions",)) else path
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -82,12 +124,16 @@ def run_trial_dir(trial_dir: Path) -> TrialOutcome:
 def _load(meta: dict) -> tuple:
     """The trial's workload and submission; the submission's code is imported here, in the worker, and
     only if it is still the code the run was planned with."""
-    workload = load_workload(meta["workload_ref"], meta["framework"], meta["data_dir"])
-    found = find_submission(meta["submission_path"], meta["framework"])
+    workload = load_workload(code_path_here(meta["workload_ref"]), meta["framework"], meta["data_dir"])
+    submission_path = code_path_here(meta["submission_path"])
+    found = find_submission(submission_path, meta["framework"])
     if found.code_hash() != meta["code"]["submission"]:
         raise UserInputError(f"submission {found.path} changed after the run was planned (its content hash "
                              "differs from meta.json's); run the command again")
-    return workload, load_submission(meta["submission_path"], meta["framework"])
+    if workload.data_hash() != meta["data_hash"]:
+        raise UserInputError(f"the data of {meta['workload']} in {meta['data_dir']} are not the data the run was "
+                             "planned with (content hash differs from meta.json's); run the command again")
+    return workload, load_submission(submission_path, meta["framework"])
 
 
 def _run_locked(trial_dir: Path) -> TrialOutcome:
@@ -126,6 +172,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m harness.worker <trial_dir>", file=sys.stderr)
         return 2
     die_with_parent()
+    end_with_owner()
     become_subreaper()
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -8,15 +8,16 @@
 Command line: `python -m scoring.report <run dirs...> --out <dir>` (see scoring/report.py).
 
 Modules, one job each: `readers` (read one trial directory, either layout), `ingest` (find
-trials and build the tables), `eval_rows` (impossible rows), `hardware` and `machine_profiles`
-(what runs are compared by), `contention` (contended trials), `targets` (AlgoPerf's targets
-data file), `time_to_target` (per trial / study / median), `profiles` (ratios, performance
-profiles, scores), `stats` (bootstrap, speedups, significance), `leaderboard` (puts them
-together), `tables`, `plots`, `markdown`, `html`, `report` (the CLI and its files).
+trials and build the tables), `eval_rows` (impossible rows), `hardware`, `machine_profiles` and
+`images` (what runs are compared by), `contention` (contended trials), `targets` (AlgoPerf's
+targets data file), `time_to_target` (per trial / study / median), `profiles` (ratios,
+performance profiles, scores), `stats` (bootstrap, speedups, significance), `leaderboard` (puts
+them together), `tables`, `plots`, `markdown`, `html`, `report` (the CLI and its files).
 """
 
 from scoring.contention import drop_contended
 from scoring.hardware import hardware_groups, mixed_hardware_message
+from scoring.images import image_groups, mixed_images_message
 from scoring.ingest import RunRecordError, Runs, find_trials, hyperparameters, load_runs, select_trials
 from scoring.leaderboard import Leaderboard, ScoringConfig, UnrunWorkloads, score_runs
 from scoring.machine_profiles import mixed_profiles, mixed_profiles_message, profile_groups
@@ -56,9 +57,11 @@ __all__ = [
     "held_out_rule",
     "holm",
     "hyperparameters",
+    "image_groups",
     "load_runs",
     "median_over_studies",
     "mixed_hardware_message",
+    "mixed_images_message",
     "mixed_profiles",
     "mixed_profiles_message",
     "performance_profile",

@@ -37,7 +37,9 @@ Empty `trial_<i>` directories and eval_measurements.csv files outside AlgoPerf's
 are not errors: each kind is skipped with one warning giving the count and an example path.
 
 Hardware classes (what runs are compared by) are grouped in `scoring/hardware.py`, machine
-profiles (`profile_key`, also compared) in `scoring/machine_profiles.py`, and contended trials
+profiles (`profile_key`, also compared) in `scoring/machine_profiles.py`, Docker images
+(`docker_image`: the image's ID, or "none" for a trial run without a container; also compared,
+with `docker_image_name`, the name it was run by) in `scoring/images.py`, and contended trials
 (`contended`) are counted and dropped in `scoring/contention.py`; the fields are read in `readers`.
 `select_trials` keeps a subset of the trials (with their evaluations).
 """
@@ -109,11 +111,14 @@ TRIAL_COLUMNS = (
     "machine_profile",
     "contended",
     "contention",
+    "docker_image",
+    "docker_image_name",
     "n_evals",
     "trial_dir",
     "root",
 )
-_TRIAL_ONLY = ("trial_id", "n_evals", "machine_profile", "contention")  # not copied onto evaluation rows
+# not copied onto evaluation rows
+_TRIAL_ONLY = ("trial_id", "n_evals", "machine_profile", "contention", "docker_image_name")
 _CATEGORICAL = (
     "entry",
     "submission",
@@ -132,6 +137,8 @@ _CATEGORICAL = (
     "budget_scale_source",
     "profile_key",
     "machine_profile",
+    "docker_image",
+    "docker_image_name",
     "trial_dir",
     "root",
 )

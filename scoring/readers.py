@@ -28,6 +28,13 @@ trial's `profile_key`, what scoring compares like the hardware class (`profile_k
 summary.json's `contended` flag and `contention` figures say whether other processes used the
 machine's CPUs during its timed steps. Records without these keys (older ones, and AlgoPerf's
 layout) read as scale 1.0, source "none", no profile, not contended.
+
+Containers (`submit.py --docker`, `harness/containers.py`): meta.json's `docker_image_id` is the ID
+(content digest, "sha256:...") of the Docker image the trial's worker ran in, null when it ran
+natively, and its `docker` object names the image it was run by (`image`). A trial's
+`docker_image` is that ID, or NATIVE ("none") for a trial without a container (older records
+without the key, and AlgoPerf's layout); scoring compares it like the hardware class
+(`scoring/images.py`). An export's timetrial_target.json carries the same two keys, read the same way.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ ALGOPERF_LAYOUT = "<submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/"
 _WORKLOAD_DIR = re.compile(r"^(?P<workload>.+)_(?P<framework>jax|pytorch)(?:-\d{4}(?:-\d{2}){5})?$")
 _STUDY_DIR = re.compile(r"^study_(\d+)$")
 TRIAL_DIR = re.compile(r"^trial_(\d+)$")
+NATIVE = "none"  # the `docker_image` of a trial whose worker ran without a container
 _META_KEYS = (
     "workload",
     "framework",
@@ -125,6 +133,8 @@ class TrialRecord:
     profile_key: str = "none"  # what scoring compares: see `profile_key_of`
     contended: bool = False  # summary.json: other processes used the CPUs during the timed steps
     contention: str | None = None  # summary.json's contention figures as canonical JSON
+    docker_image: str = NATIVE  # the Docker image's ID, or NATIVE: see `_docker_image`
+    docker_image_name: str | None = None  # the name the image was run by (meta.json's docker.image)
 
 
 def _try_read(path: str) -> bytes | None:
@@ -256,6 +266,32 @@ def _budget_scaling(path: str, meta: dict) -> tuple[float, str, str | None, str]
         raise RunRecordError(path, f"budget_scale is {scale:g} but budget_scale_source is 'none' (not scaled)")
     canonical = None if profile is None else json.dumps(profile, sort_keys=True)
     return scale, source, canonical, profile_key_of(source, scale, profile)
+
+
+def _docker_image(path: str, facts: dict) -> tuple[str, str | None]:
+    """(docker_image, docker_image_name) from meta.json (or an export's timetrial_target.json) at
+    `path`: `docker_image_id`, or NATIVE when it is null or absent, and the name the image was run
+    by (`docker.image`, None if not recorded). Wrong types and contradicting keys are errors naming the file."""
+    image_id = facts.get("docker_image_id")
+    if image_id is not None and not (isinstance(image_id, str) and image_id.strip() and image_id != NATIVE):
+        raise RunRecordError(
+            path, f"docker_image_id must be null (no container) or a Docker image ID such as 'sha256:...', "
+            f"got {image_id!r}"
+        )
+    docker = facts.get("docker")
+    if docker is None:
+        return (NATIVE if image_id is None else image_id), None
+    if not isinstance(docker, dict):
+        raise RunRecordError(path, f"docker must be null (no container) or an object, got {docker!r}")
+    if image_id is None:
+        raise RunRecordError(path, "docker describes a container but docker_image_id is null")
+    recorded = docker.get("image_id", image_id)
+    if recorded != image_id:
+        raise RunRecordError(path, f"docker.image_id is {recorded!r} but docker_image_id is {image_id!r}")
+    name = docker.get("image")
+    if name is not None and not isinstance(name, str):
+        raise RunRecordError(path, f"docker.image must be null or an image name such as 'timetrial:cpu', got {name!r}")
+    return image_id, name or None
 
 
 def _contention(path: str, summary: dict) -> tuple[bool, str | None]:
@@ -392,6 +428,7 @@ def _parse_timetrial(trial_dir: str, root: str, meta_bytes: bytes, on_error: str
         host_cpu=hardware.get("cpu"),
     )
     t.budget_scale, t.budget_scale_source, t.machine_profile, t.profile_key = _budget_scaling(meta_path, meta)
+    t.docker_image, t.docker_image_name = _docker_image(meta_path, meta)
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     summary_path = os.path.join(d, SUMMARY)
     try:
@@ -528,10 +565,11 @@ def _parse_algoperf(trial_dir: str, root: str, raw: bytes, on_error: str, target
         t.ruleset = flags.get("tuning_ruleset")
         if t.seed is None:
             t.seed = flags.get("rng_seed")
-    if facts is not None:  # an export of TimeTrial records: their budget scaling and contention, as recorded
+    if facts is not None:  # an export of TimeTrial records: budget scaling, contention and image, as recorded
         facts_path = os.path.join(d, TARGET_FILE)
         t.budget_scale, t.budget_scale_source, t.machine_profile, t.profile_key = _budget_scaling(facts_path, facts)
         t.contended, t.contention = _contention(facts_path, facts)
+        t.docker_image, t.docker_image_name = _docker_image(facts_path, facts)
     t.hparams = _canonical_hparams(os.path.join(d, HPARAMS))
     t.csv_header, t.csv_body, t.n_evals = _split_csv(csv_path, raw, on_error, t.notes)
     if published and t.ruleset == "self" and t.max_runtime_sec is not None:

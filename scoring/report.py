@@ -12,7 +12,8 @@ unreadable file, or an impossible row, see scoring/ingest.py; the line names the
 --skip_bad_records skips them with a warning), runs from different hardware classes (unless
 --allow_mixed_hardware), runs of one workload from different machine profiles (budgets scaled
 for different machines, or scaled and not; unless --allow_mixed_profiles; see
-scoring/machine_profiles.py), a
+scoring/machine_profiles.py), runs from different Docker images, or from an image and without a
+container (unless --allow_mixed_images; see scoring/images.py), a
 --suite or --held_out workload that no entry ran (a default suite, such as AlgoPerf v0.6's,
 leaves such a workload out with a warning instead), and existing output files (unless
 --overwrite; other files in --out are never touched). Every file is written atomically. Figure
@@ -41,6 +42,7 @@ from scoring import plots
 from scoring.html import render_page
 from scoring.contention import describe_contention, drop_contended
 from scoring.hardware import describe_hardware, hardware_groups, mixed_hardware_message
+from scoring.images import describe_images, image_groups, mixed_images_message
 from scoring.ingest import RunRecordError, Runs, load_runs
 from scoring.leaderboard import Leaderboard, ScoringConfig, UnrunWorkloads, score_runs
 from scoring.machine_profiles import (
@@ -106,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score a workload's runs from different machine profiles together (mini-suite budgets scaled "
         "for different machines, by --budget_scale, or not at all)",
+    )
+    p.add_argument(
+        "--allow_mixed_images",
+        action="store_true",
+        help="score runs from different Docker images together (the image each trial's worker ran in; "
+        "a run without a container counts as one)",
     )
     p.add_argument(
         "--exclude_contended",
@@ -214,6 +222,7 @@ def _meta(board: Leaderboard, runs: Runs, args: argparse.Namespace, mixed: str |
         "Reference": str(board.reference),
         "Hardware": hardware,
         "Machine profile": describe_profiles(profile_groups(runs)),
+        "Docker image": describe_images(image_groups(runs)),
         "Contention": describe_contention(runs.trials, dropped),
         "Run records": f"{len(runs.trials)} trials, {len(runs.evals)} evaluations ({layouts} layout) under {roots}",
         "Targets": (
@@ -347,6 +356,10 @@ def run(args: argparse.Namespace) -> Leaderboard:
     mixed = mixed_hardware_message(groups) if len(groups) > 1 else None
     if mixed and not args.allow_mixed_hardware:
         raise ReportError(mixed + " (pass --allow_mixed_hardware to score them together)")
+    images = image_groups(runs)
+    mixed_images = mixed_images_message(images) if len(images) > 1 else None
+    if mixed_images and not args.allow_mixed_images:
+        raise ReportError(mixed_images + " (pass --allow_mixed_images to score them together)")
     mixed_scaling = mixed_profiles_message(profiles) if len(profiles) else None
     if mixed_scaling and not args.allow_mixed_profiles:
         raise ReportError(mixed_scaling + " (pass --allow_mixed_profiles to score them together)")
@@ -362,7 +375,7 @@ def run(args: argparse.Namespace) -> Leaderboard:
         )
     except UnrunWorkloads as e:
         raise ReportError(_unrun_message(e, config)) from None
-    board.warnings[:0] = [m for m in (mixed, mixed_scaling) if m]
+    board.warnings[:0] = [m for m in (mixed, mixed_images, mixed_scaling) if m]
     existing = [name for name in planned_files(board) if (out / name).exists()]
     if existing and not args.overwrite:
         shown = ", ".join(existing[:5]) + (f" and {len(existing) - 5} more" if len(existing) > 5 else "")

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages="dataset-fashion-mnist sword-text-kjv sword-text-sparv libsword-utils espeak-ng"
+packages="$(grep -v '^#' scripts/debian-packages.txt | tr '\n' ' ')"
 extras=""
 if [ "${1:-}" = "--test" ]; then
   packages="$packages chromium pocketsphinx-testdata"
