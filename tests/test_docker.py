@@ -99,6 +99,22 @@ def test_same_image_and_seed_give_identical_metrics_and_records_name_the_image(i
     assert trial_containers(client, trial_dir(tmp_path, "first")) == []  # removed when done
 
 
+def test_a_sweep_runs_each_trial_in_a_container_of_its_own_with_cpus_of_its_own(image, tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs: one per trial running at once")
+    result = run_submit("--workload", "fashion_mnist", "--submission", "nadamw", "--num_tuning_trials", "2",
+                        "--max_workers", "2", "--docker_cpus", "1", "--max_global_steps", "20", "--eval_every_steps", "10",
+                        "--budget_scale", "1", *docker_args(tmp_path, "sweep"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for index in (1, 2):
+        trial = tmp_path / "runs" / "sweep" / "fashion_mnist_pytorch" / "nadamw" / "study_0" / f"trial_{index}"
+        meta = json.loads((trial / "meta.json").read_text())
+        assert meta["docker"]["cpus"] == 1 and meta["hardware"]["cpu_count"] == 1  # as the container saw it
+        assert json.loads((trial / "summary.json").read_text())["global_step"] == 20
+        assert "validation error_rate" in (trial / "log.txt").read_text()  # a sweep's output goes to log.txt
+    assert trial_containers(_client(), trial) == []
+
+
 PROBE_SUBMISSION = '''
 """Tries to write into the data directory, the image's code and the network, then fails saying how each went."""
 import errno
