@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -276,12 +277,16 @@ class ContainerTrial:
         self.cpuset = cpusets.take()
         self._heartbeat = trial_dir.resolve() / HEARTBEAT_FILE
         self._beat()
+        tty = stream_output and sys.stdout.isatty()  # progress bars need a terminal, of this terminal's size
         try:
             self.container = runtime.start(
                 ["-m", "harness.worker", str(trial_dir.resolve())],
                 [_mount(runtime.data_dir, True), _mount(records_root.resolve(), False)],
                 {LABEL_TRIAL: str(trial_dir.resolve())}, {HEARTBEAT_VARIABLE: str(self._heartbeat)},
-                self.cpuset, tty=stream_output and sys.stdout.isatty())
+                self.cpuset, tty=tty)
+            if tty:
+                columns, lines = shutil.get_terminal_size()
+                self.container.resize(height=lines, width=columns)
         except BaseException:
             self._release()
             raise
@@ -303,7 +308,7 @@ class ContainerTrial:
     def _pipe_output(self, stream_output: bool) -> CappedLog | None:
         """The container's output, on this terminal (one trial) or into the trial's capped log.txt."""
         read_end, write_end = os.pipe()
-        reader = os.fdopen(read_end, "rb", buffering=0)
+        reader = os.fdopen(read_end, "rb")
 
         def copy() -> None:
             with os.fdopen(write_end, "wb", buffering=0) as pipe:
@@ -315,7 +320,7 @@ class ContainerTrial:
             return CappedLog(self.trial_dir / "log.txt", reader)
 
         def to_terminal() -> None:
-            for chunk in iter(lambda: reader.read(65536), b""):
+            for chunk in iter(lambda: reader.read1(65536), b""):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
 
