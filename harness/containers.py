@@ -197,7 +197,10 @@ def open_runtime(image_name: str, data_dir: Path, cpus: int | None, memory_gb: f
         raise UserInputError(f"cannot read Docker image {image_name!r}: {exc.explanation or exc}") from None
     CpuSets(cpus, max_workers)  # refuses more CPUs than there are, before anything is written
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # mounted into every container, so it must exist
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"--data_dir {data_dir} is not a directory that can be made: {exc.strerror or exc}") from None
     runtime = Runtime(client, image, image_name, data_dir, cpus, memory_gb, gpus)
     kill_orphans(client)
     return runtime
@@ -329,6 +332,10 @@ class ContainerTrial:
         return None
 
     def kill(self) -> None:
+        try:
+            self.container.kill()  # SIGKILL at once; the removal may wait on the engine
+        except Exception:  # noqa: BLE001 - it ended meanwhile
+            pass
         _remove(self.container)
         self._release()
 

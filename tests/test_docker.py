@@ -171,8 +171,10 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 def _start_submit(args: tuple[str, ...]) -> subprocess.Popen:
+    """submit.py in the background; SIGABRT makes it print every thread's stack (faulthandler)."""
     return subprocess.Popen([sys.executable, str(REPO / "submit.py"), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
 
 
 def test_kill_9_of_submit_ends_its_container_and_the_rerun_resumes(image, tmp_path):
@@ -216,7 +218,14 @@ def test_ctrl_c_stops_the_container(image, tmp_path):
     run = _start_submit(args)
     _wait_for(lambda: (trial / "eval.jsonl").exists(), 180, "the first evaluation")
     run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=60)
+    try:
+        _, stderr = run.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGABRT)
+        _, stacks = run.communicate(timeout=30)
+        states = [(c.short_id, c.status) for c in client.containers.list(all=True)]
+        raise AssertionError(f"submit.py did not end within 90 s of SIGINT; containers {states}; its stacks:\n"
+                             f"{stacks[-6000:]}") from None
     assert run.returncode == 130, stderr[-2000:]
     assert "interrupted: run the same command again" in stderr
     _wait_for(lambda: trial_containers(client, trial) == [], 10, "the container to be removed")
