@@ -171,10 +171,12 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 def _start_submit(args: tuple[str, ...]) -> subprocess.Popen:
-    """submit.py in the background; SIGABRT makes it print every thread's stack (faulthandler)."""
+    """submit.py in the background, as from a terminal: SIGINT is Ctrl-C even where these tests run in a
+    background job (which ignores SIGINT, and passes that on); SIGABRT prints every thread's stack."""
     return subprocess.Popen([sys.executable, str(REPO / "submit.py"), *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_kill_9_of_submit_ends_its_container_and_the_rerun_resumes(image, tmp_path):
