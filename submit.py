@@ -132,8 +132,7 @@ def _code_outside_image(submissions: list[SubmissionFile], workload_refs: list[s
 def _open_container_runtime() -> containers.Runtime | None:
     """With --docker: the engine, the image and the containers' limits (checked before anything is planned)."""
     if not FLAGS.docker:
-        given = [f"--{n}" for n in ("docker_cpus", "docker_gpus") if FLAGS[n].present] + (
-            ["--docker_image"] if FLAGS["docker_image"].present else [])
+        given = [f"--{n}" for n in ("docker_image", "docker_cpus", "docker_gpus") if FLAGS[n].present]
         if given:
             raise UserInputError(f"{', '.join(given)} only apply with --docker")
         return None

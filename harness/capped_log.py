@@ -60,3 +60,8 @@ class CappedLog:
     def close(self) -> None:
         """Wait (briefly) until the output has ended and its tail is written."""
         self._thread.join(JOIN_TIMEOUT_SEC)
+
+    def tail(self, chars: int) -> str:
+        """The log's last `chars` characters once the output has ended ("(no output)" if there was none)."""
+        self.close()
+        return self.path.read_text(errors="replace")[-chars:] if self.path.exists() else "(no output)"

@@ -39,6 +39,7 @@ from harness.capped_log import CappedLog
 from harness.code_identity import source_hash
 from harness.discovery import REPO_ROOT
 from harness.errors import UserInputError
+from harness.executors import LOG_TAIL_CHARS
 from harness.experiment import write_failure
 from harness.records import read_json
 from harness.worker import HEARTBEAT_VARIABLE, HOST_REPO_VARIABLE, LOCKED_EXIT_STATUS
@@ -50,7 +51,6 @@ LABEL_TRIAL, LABEL_OWNER = "org.timetrial.trial", "org.timetrial.owner"
 HEARTBEAT_FILE = ".heartbeat"
 HEARTBEAT_EVERY_SEC = 1.0
 KILLED_EXIT_STATUS = 137  # 128 + SIGKILL: `docker kill`, or a worker whose owner's heartbeat stopped
-LOG_TAIL_CHARS = 4000
 
 
 def _owner() -> str:
@@ -119,7 +119,7 @@ class Runtime:
     @property
     def first_cpuset(self) -> str | None:
         """The CPU set of a one-off container (probe, calibration): as many CPUs as a trial's."""
-        return None if self.cpus is None else ",".join(map(str, sorted(os.sched_getaffinity(0))[:self.cpus]))
+        return CpuSets(self.cpus, 1).take()
 
     def _device_requests(self) -> list:
         import docker
@@ -206,15 +206,14 @@ def open_runtime(image_name: str, data_dir: Path, cpus: int | None, memory_gb: f
     return runtime
 
 
-def kill_orphans(client) -> list[str]:
+def kill_orphans(client) -> None:
     """Remove this host's containers whose owning `submit.py` is gone (killed ones that still run,
-    and those that ended themselves); returns the trials they ran."""
-    killed = []
+    and those that ended themselves), saying which trials they ran."""
     for container in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
         if not _owner_alive(container.labels[LABEL_OWNER]):
             _remove(container)
-            killed.append(container.labels.get(LABEL_TRIAL, container.short_id))
-    return killed
+            print(f"removed container {container.short_id} of a killed submit.py "
+                  f"({container.labels.get(LABEL_TRIAL, 'no trial')})", file=sys.stderr)
 
 
 def probe(runtime: Runtime, framework: str, workload_refs: list[str]) -> dict:
@@ -354,11 +353,7 @@ class ContainerTrial:
         return outcome
 
     def _log_tail(self) -> str:
-        if self._log is None:
-            return "(output above)"
-        self._log.close()
-        log = self.trial_dir / "log.txt"
-        return log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log.exists() else "(no output)"
+        return self._log.tail(LOG_TAIL_CHARS) if self._log is not None else "(output above)"
 
     def poll(self) -> str | None:
         """None while the trial runs; then 'done', 'failed', 'interrupted' or 'locked'."""

@@ -117,11 +117,7 @@ class TrialProcess:
         return outcome
 
     def _log_tail(self) -> str:
-        if self._log is None:
-            return "(output above)"
-        self._log.close()
-        log = self.trial_dir / "log.txt"
-        return log.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log.exists() else "(no output)"
+        return self._log.tail(LOG_TAIL_CHARS) if self._log is not None else "(output above)"
 
     def poll(self) -> str | None:
         """None while the trial runs; then 'done', 'failed', 'interrupted' or 'locked'."""

@@ -77,3 +77,12 @@ def toy_variant(directory: Path, name: str, **attributes) -> Path:
         f"class Workload(_toy.Workload):\n{lines}"
     )
     return folder
+
+
+def run_report(args, capsys) -> tuple[int, str, str]:
+    """`python -m scoring.report ARGS` in this process: its exit status, stdout and stderr."""
+    from scoring.report import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -21,18 +21,13 @@ import pandas as pd
 import pytest
 
 from scoring import algoperf_targets, hardware_groups, load_runs
-from scoring.report import main
+from support import run_report
 
 V100 = "Tesla V100-SXM2-16GB"
 CPU_A = "Intel(R) Xeon(R) CPU @ 2.00GHz"
 CPU_B = "Intel(R) Xeon(R) CPU @ 2.30GHz"
 LAYOUT = "<submission>/study_<k>/<workload>_<jax|pytorch>/trial_<i>/"
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def reach(records, workload, time, hit_index=3):
@@ -76,7 +71,7 @@ def test_only_stray_csvs_is_no_records_and_says_why(tmp_path, capsys):
     d = tmp_path / "sub" / "study_0" / "trial_1"
     d.mkdir(parents=True)
     (d / "eval_measurements.csv").write_text("global_step,accumulated_submission_time\n1,2\n")
-    code, _, err = run_main([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
+    code, _, err = run_report([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "no run records found" in err and "skipped 1 eval_measurements.csv file outside AlgoPerf's layout" in err
 
@@ -108,7 +103,7 @@ def test_different_gpu_model_or_count_is_refused(records, tmp_path, capsys, othe
     rows = reach(records, "ogbg", 100.0)
     records.algoperf("a", "ogbg", 0, 1, rows, hardware=(CPU_A, V100, 8))
     records.algoperf("b", "ogbg", 0, 1, rows, hardware=other)
-    code, _, err = run_main([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
+    code, _, err = run_report([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "2 different hardware classes" in err and f"8 x {V100}" in err and shown in err
 
@@ -122,7 +117,7 @@ def test_cpu_only_runs_keep_the_full_fingerprint(records, tmp_path, capsys):
     runs = load_runs([tmp_path])
     assert (runs.trials["hardware_class"] == runs.trials["hardware"]).all()
     assert runs.trials["hardware"].nunique() == 2
-    code, _, err = run_main([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
+    code, _, err = run_report([tmp_path, "--out", tmp_path / "r", "--mode", "algoperf"], capsys)
     assert code == 1 and "2 different hardware classes" in err and f"{CPU_A} / no GPU" in err
 
 
@@ -164,7 +159,7 @@ def test_v05_report_needs_no_flags(records, tmp_path, capsys):
     line, the host CPUs are named in both reports, and the scores follow AlgoPerf's v0.5 rules."""
     logs, strays = _v05_tree(records)
     out = tmp_path / "report"
-    code, _, err = run_main([logs, "--mode", "algoperf", "--algoperf_version", "0.5", "--out", out,
+    code, _, err = run_report([logs, "--mode", "algoperf", "--algoperf_version", "0.5", "--out", out,
                              "--bootstrap", "20"], capsys)
     assert code == 0, err
     stray_lines = [line for line in err.splitlines() if "outside AlgoPerf's layout" in line]
@@ -215,7 +210,7 @@ REAL_LOGS = os.environ.get("TIMETRIAL_ALGOPERF_V05_LOGS")
 @pytest.mark.skipif(not REAL_LOGS, reason="set TIMETRIAL_ALGOPERF_V05_LOGS to .../algoperf_v05/logs")
 @pytest.mark.parametrize("ruleset", sorted(PUBLISHED_V05))
 def test_published_v05_scores_from_the_real_logs(ruleset, tmp_path, capsys):
-    code, _, err = run_main([Path(REAL_LOGS) / ruleset, "--mode", "algoperf", "--algoperf_version", "0.5",
+    code, _, err = run_report([Path(REAL_LOGS) / ruleset, "--mode", "algoperf", "--algoperf_version", "0.5",
                              "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 0, err
     scores = pd.read_csv(tmp_path / "r" / "scores.csv").set_index("entry")["score"]

@@ -23,16 +23,11 @@ import pandas as pd
 import pytest
 
 from scoring import ScoringConfig, UnrunWorkloads, algoperf_targets, load_runs, score_runs
-from scoring.report import main
+from support import run_report
 
 V06 = algoperf_targets("0.6")
 RUN = sorted(w for w in V06.base_workloads if w != "finewebedu_lm")  # the eight v0.6 workloads run
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def reach(records, workload, time, hit_index=3, version="0.6"):
@@ -98,7 +93,7 @@ def expected_scores(shampoo_fastmri):
 def test_v06_default_leaves_out_the_workload_nobody_ran_and_breaks_the_tie_by_time(records, tmp_path, capsys):
     logs = v06_tree(records)
     out = tmp_path / "report"
-    code, stdout, err = run_main([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", out,
+    code, stdout, err = run_report([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", out,
                                   "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert "2 entries on 8 workloads" in stdout
@@ -128,7 +123,7 @@ def test_v06_default_leaves_out_the_workload_nobody_ran_and_breaks_the_tie_by_ti
 
 def test_explicit_suite_naming_a_workload_nobody_ran_is_refused(records, tmp_path, capsys):
     logs = v06_tree(records)
-    code, _, err = run_main([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", tmp_path / "r",
+    code, _, err = run_report([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", tmp_path / "r",
                              "--suite", "ogbg,finewebedu_lm,wmt"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert err == (
@@ -137,7 +132,7 @@ def test_explicit_suite_naming_a_workload_nobody_ran_is_refused(records, tmp_pat
         "workloads nobody ran\n"
     )
     assert not (tmp_path / "r").exists()
-    code, _, err = run_main([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", tmp_path / "r",
+    code, _, err = run_report([logs, "--mode", "algoperf", "--algoperf_version", "0.6", "--out", tmp_path / "r",
                              "--suite", "ogbg,wmt", "--bootstrap", "10"], capsys)
     assert code == 0, err
 
@@ -166,7 +161,7 @@ def test_v05_held_out_variant_nobody_ran_is_left_out_by_default_and_refused_when
         "held-out variant ogbg_model_size has no runs from any entry: left out, so ogbg is scored without the "
         "held-out rule (counting it would void every entry's time on its base)"
     ]
-    code, _, err = run_main([tmp_path / "logs", "--mode", "algoperf", "--algoperf_version", "0.5", "--out",
+    code, _, err = run_report([tmp_path / "logs", "--mode", "algoperf", "--algoperf_version", "0.5", "--out",
                              tmp_path / "r", "--held_out", "ogbg_model_size=ogbg"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "--held_out names ogbg_model_size, which no entry ran" in err
@@ -182,7 +177,7 @@ REAL_LOGS = os.environ.get("TIMETRIAL_ALGOPERF_V06_LOGS")
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_LOGS, reason="set TIMETRIAL_ALGOPERF_V06_LOGS to .../algoperf_v06/logs")
 def test_published_v06_external_scores_from_the_real_logs(tmp_path, capsys):
-    code, _, err = run_main([Path(REAL_LOGS) / "external_tuning", "--mode", "algoperf", "--algoperf_version", "0.6",
+    code, _, err = run_report([Path(REAL_LOGS) / "external_tuning", "--mode", "algoperf", "--algoperf_version", "0.6",
                              "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert "suite workload finewebedu_lm has no runs from any entry: left out" in err

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from scoring import RunRecordError, drop_contended, load_runs
-from scoring.report import main
+from support import run_report
 
 FIGURES = {
     "other_cpu_seconds": 41.0,
@@ -19,11 +19,6 @@ FIGURES = {
     "contended_step_share": 0.1,
 }
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def summary(time, contended):
@@ -49,7 +44,7 @@ def contended_tree(records):
 def test_contended_trials_are_scored_marked_and_warned_about(records, tmp_path, capsys):
     root = contended_tree(records)
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     warning = [line for line in err.splitlines() if "contended" in line]
     assert warning == [
@@ -85,7 +80,7 @@ def test_contended_trials_are_scored_marked_and_warned_about(records, tmp_path, 
 def test_exclude_contended_drops_them_before_scoring(records, tmp_path, capsys):
     root = contended_tree(records)
     out = tmp_path / "r"
-    code, stdout, err = run_main([root, "--out", out, "--bootstrap", "10", "--exclude_contended"], capsys)
+    code, stdout, err = run_report([root, "--out", out, "--bootstrap", "10", "--exclude_contended"], capsys)
     assert code == 0, err
     assert [line for line in err.splitlines() if "contended" in line] == [
         "warning: dropped 2 contended trials of 12 before scoring (--exclude_contended): a on w (2 of 6)"
@@ -117,7 +112,7 @@ def test_drop_contended_keeps_the_other_trials_and_their_evaluations(records, tm
 
 def test_all_trials_contended_and_excluded_is_one_error(records, tmp_path, capsys):
     records.timetrial("a", "w", 0, 0, records.reaching(10.0), summary=summary(10.0, True))
-    code, _, err = run_main([records.root, "--out", tmp_path / "r", "--exclude_contended"], capsys)
+    code, _, err = run_report([records.root, "--out", tmp_path / "r", "--exclude_contended"], capsys)
     assert code == 1 and err.count("\n") == 1 and "every trial (1) is contended" in err
 
 

@@ -9,17 +9,12 @@ import pandas as pd
 import pytest
 
 from scoring import RunRecordError, image_groups, load_runs
-from scoring.report import main
+from support import run_report
 
 IMAGE_A, IMAGE_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
 SHOWN_A = "Docker image sha256:a1a1a1a1a1a1 (timetrial:cpu)"
 SHOWN_B = "Docker image sha256:b2b2b2b2b2b2 (timetrial:gpu)"
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def container(image_id, name="timetrial:cpu", **docker):
@@ -126,7 +121,7 @@ def test_a_bad_image_in_an_export_names_its_target_file(records, tmp_path):
 )
 def test_different_images_are_refused_unless_allowed(records, tmp_path, capsys, b_image, shown):
     root = tree(records, {"a": container(IMAGE_A), "b": b_image})
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert err.startswith(
         "python -m scoring.report: error: run records come from 2 different Docker images (a trial run without a "
@@ -138,7 +133,7 @@ def test_different_images_are_refused_unless_allowed(records, tmp_path, capsys, 
     assert not (tmp_path / "r").exists()
 
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10", "--allow_mixed_images"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10", "--allow_mixed_images"], capsys)
     assert code == 0, err
     assert "warning: run records come from 2 different Docker images" in err
     md = (out / "leaderboard.md").read_text()
@@ -156,7 +151,7 @@ def test_different_images_are_refused_unless_allowed(records, tmp_path, capsys, 
 def test_one_image_scores_and_the_report_shows_it(records, tmp_path, capsys):
     root = tree(records, {"a": container(IMAGE_A), "b": container(IMAGE_A)})
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert "Docker image" not in err
     md = (out / "leaderboard.md").read_text()
@@ -172,7 +167,7 @@ def test_old_records_without_the_key_score_as_native(records, tmp_path, capsys):
     that say 'no container', as one image key."""
     root = tree(records, {"a": {}, "b": {"docker_image_id": None, "docker": None}})
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     groups = image_groups(load_runs([root]))
     assert groups["docker_image"].tolist() == ["none"] and groups["trials"].tolist() == [4]

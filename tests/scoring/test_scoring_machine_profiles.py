@@ -8,17 +8,12 @@ import pytest
 
 from scoring import RunRecordError, load_runs, profile_groups
 from scoring.readers import profile_key_of
-from scoring.report import main
+from support import run_report
 
 P1, P2 = "a1b2c3d4e5f6", "0f0e0d0c0b0a"
 CREATED = {P1: "2026-11-02T09:15:00+00:00", P2: "2026-11-20T17:40:00+00:00"}
 SPEED = {"w_easy": (0.09, 0.06), "w_hard": (0.2, 0.125)}  # (this machine's, the reference) s/step
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def profiled(workload, profile_id=P1, documented_budget=1000.0):
@@ -105,7 +100,7 @@ def test_inconsistent_scaling_fields_name_the_file(records, tmp_path, meta, prob
 )
 def test_different_profiles_on_a_workload_are_refused_unless_allowed(records, tmp_path, capsys, b_scaling, shown):
     root = tree(records, {"a": profiled, "b": b_scaling})
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert err.startswith(
         "python -m scoring.report: error: run records of 2 workloads come from different machine profiles "
@@ -119,7 +114,7 @@ def test_different_profiles_on_a_workload_are_refused_unless_allowed(records, tm
     assert err.rstrip().endswith("(pass --allow_mixed_profiles to score them together)")
     assert not (tmp_path / "r").exists()
 
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_profiles"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_profiles"], capsys)
     assert code == 0, err
     assert "warning: run records of 2 workloads come from different machine profiles" in err
     md = (tmp_path / "r" / "leaderboard.md").read_text()
@@ -137,7 +132,7 @@ def test_a_workload_without_calibration_beside_profiled_ones_is_not_mixing(recor
     root = tree(records, {"a": lambda w: profiled(w) if w == "w_easy" else {},
                           "b": lambda w: profiled(w) if w == "w_easy" else {}})
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert "machine profiles" not in err
     md = (out / "leaderboard.md").read_text()
@@ -153,7 +148,7 @@ def test_a_workload_without_calibration_beside_profiled_ones_is_not_mixing(recor
 def test_one_profile_scores_and_the_report_shows_it(records, tmp_path, capsys):
     root = tree(records, {"a": profiled, "b": profiled})
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert "machine profile" not in err
     md = (out / "leaderboard.md").read_text()
@@ -181,7 +176,7 @@ def test_old_records_without_the_fields_still_score(records, tmp_path, capsys):
     for d in root.rglob("summary.json"):
         d.unlink()
     out = tmp_path / "r"
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert len(profile_groups(load_runs([root]))) == 1
     scores = pd.read_csv(out / "scores.csv").set_index("entry")["score"]

@@ -13,15 +13,11 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from scoring.report import file_stems, main
+from scoring.report import file_stems
+from support import run_report
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def run_main(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_writes_markdown_html_csvs_and_plots(standard_report):
@@ -56,9 +52,9 @@ def test_refuses_to_overwrite_unless_asked_and_leaves_other_files(standard_repor
     shutil.copytree(rendered, out)
     (out / "notes.txt").write_text("mine")
     before = (out / "scores.csv").read_bytes()
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "50"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "50"], capsys)
     assert code == 1 and "already has" in err and "--overwrite" in err and err.count("\n") == 1
-    code, _, err = run_main([root, "--out", out, "--bootstrap", "50", "--overwrite"], capsys)
+    code, _, err = run_report([root, "--out", out, "--bootstrap", "50", "--overwrite"], capsys)
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "scores.csv").read_bytes() == before  # same inputs, same seed: same numbers
@@ -66,29 +62,29 @@ def test_refuses_to_overwrite_unless_asked_and_leaves_other_files(standard_repor
 
 def test_refuses_mixed_hardware_and_says_which_runs(records, tmp_path, capsys):
     root = records.standard_tree(hardware=("hw-a", "hw-a", "hw-b"))
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and err.count("\n") == 1
     assert "2 different hardware classes" in err
     assert f"cpu-hw-a / no GPU x1 (fingerprint hw-a): 24 trials of baseline, fast under {root}" in err
     assert f"cpu-hw-b / no GPU x1 (fingerprint hw-b): 12 trials of slow under {root}" in err
     assert "--allow_mixed_hardware" in err
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_hardware"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10", "--allow_mixed_hardware"], capsys)
     assert code == 0
     assert "2 different hardware classes" in (tmp_path / "r" / "leaderboard.md").read_text()
 
 
 def test_no_records_and_bad_records(records, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code, _, err = run_main([tmp_path / "empty", "--out", tmp_path / "r"], capsys)
+    code, _, err = run_report([tmp_path / "empty", "--out", tmp_path / "r"], capsys)
     assert code == 1 and "no run records found" in err and err.count("\n") == 1
     for study in range(2):
         records.timetrial("slow", "w_easy", study, 0, records.reaching(30.0))
     root = records.root
     bad = root / "exp" / "w_easy_pytorch" / "slow" / "study_0" / "trial_0" / "eval.jsonl"
     bad.write_text(bad.read_text()[:-20])
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10"], capsys)
     assert code == 1 and f"{bad}: truncated last line" in err and err.count("\n") == 1
-    code, _, err = run_main([root, "--out", tmp_path / "r", "--bootstrap", "10", "--skip_bad_records"], capsys)
+    code, _, err = run_report([root, "--out", tmp_path / "r", "--bootstrap", "10", "--skip_bad_records"], capsys)
     assert code == 0 and "truncated last line" in err
 
 
@@ -98,7 +94,7 @@ def test_algoperf_mode_with_held_out_variant(records, tmp_path, capsys):
             records.timetrial(name, "w", study, 0, records.reaching(t))
             records.timetrial(name, "w_var", study, 0, records.reaching(t if name == "b" else math.inf))
     out = tmp_path / "r"
-    code, _, err = run_main(
+    code, _, err = run_report(
         [records.root, "--out", out, "--mode", "algoperf", "--suite", "w", "--held_out", "w_var", "--bootstrap", "10"],
         capsys,
     )
@@ -121,7 +117,7 @@ def test_workload_names_alike_once_made_safe_get_distinct_files(records, tmp_pat
     for workload in ("w+1", "w 1", "w_1"):
         records.timetrial("a", workload, 0, 0, records.reaching(30.0))
     out = tmp_path / "r"
-    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([records.root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     curves = sorted(p.name for p in out.glob("curves_*.png"))
     assert len(curves) == 3 and "curves_w_1.png" in curves  # a safe name stays as it is
@@ -147,7 +143,7 @@ def test_dollar_signs_in_names_are_drawn_as_plain_text(records, tmp_path, capsys
         records.timetrial("cost$\\frac{1}{$x", "$w$", study, 0, records.reaching(30.0))
         records.timetrial("b", "$w$", study, 0, records.reaching(40.0))
     out = tmp_path / "r"
-    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([records.root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     assert list(pd.read_csv(out / "scores.csv")["entry"]) == ["cost$\\frac{1}{$x", "b"]
 
@@ -159,7 +155,7 @@ def test_markdown_shows_names_as_text_not_markup(records, tmp_path, capsys):
     for name in names:
         records.timetrial(name, "w<i>", 0, 0, records.reaching(30.0))
     out = tmp_path / "r"
-    code, _, err = run_main([records.root, "--out", out, "--bootstrap", "10"], capsys)
+    code, _, err = run_report([records.root, "--out", out, "--bootstrap", "10"], capsys)
     assert code == 0, err
     md = (out / "leaderboard.md").read_text()
     assert "<script" not in md and "<i>" not in md
