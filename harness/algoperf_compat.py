@@ -6,7 +6,7 @@ A published AlgoPerf submission starts with
     from algoperf.pytorch_utils import pytorch_setup
     from algorithmic_efficiency import spec                 # AlgoPerf up to v0.5
 
-`install()` makes these names resolve to `harness.spec` and `harness.torch_process`, so the
+`install()` makes these names resolve to `harness.spec` and `harness.backends.torch.process`, so the
 submission runs unmodified and its enums (`spec.ForwardPassMode.TRAIN`, ...) are the harness's own.
 Nothing is installed on disk: the aliases live in the `sys.modules` of the process that loads a
 submission (a trial's worker, or `submit.py` while it plans), so a real AlgoPerf installation in the
@@ -22,7 +22,7 @@ import sys
 import types
 
 PACKAGE_NAMES = ("algoperf", "algorithmic_efficiency")
-MODULES = {"spec": "harness.spec", "pytorch_utils": "harness.torch_process"}
+MODULES = {"spec": "harness.spec", "pytorch_utils": "harness.backends.torch.process"}
 
 
 class _UnprovidedModuleFinder(importlib.abc.MetaPathFinder):

@@ -7,7 +7,8 @@ never reported for code other than the code that produced it. What is hashed:
 - a submission named after its folder (`my_algo/submission.py`, `my_algo/torch.py`): every Python
   file under that folder (helper modules included);
 - a submission of the library (`submissions/<name>/`): also the library's shared modules
-  (`submissions/*.py`);
+  (`submissions/*.py`) and its framework's backend (`harness/backends/torch/` for `torch.py`), which
+  holds the library's schedules, averaging and curvature code;
 - a workload: every Python file in the folders of the classes it is built from (its own folder,
   and e.g. `fashion_mnist/` for `fashion_mnist_vit`), outside the harness.
 
@@ -20,12 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 from pathlib import Path
 
 SOURCE_FOLDERS = ("harness", "workloads", "submissions", "scoring")
 SOURCE_FILES = ("submit.py", "pyproject.toml")
 WORKLOAD_MODULES = ("workloads.", "timetrial_workload_")  # the repo's, and those loaded from a path
 FOLDER_NAMED = ("submission.py", "torch.py", "jax.py")
+BACKENDS_DIR = Path(__file__).resolve().parent / "backends"  # one package per framework, named like its file
 
 
 def _python_files(folder: Path) -> list[Path]:
@@ -56,7 +59,10 @@ def submission_code_hash(path: Path, library_dir: Path) -> str:
     """The hash of a submission's code (see the module docstring) for its resolved file `path`."""
     path, library_dir = path.resolve(), library_dir.resolve()
     if path.parent.parent == library_dir:
-        return files_hash(_python_files(path.parent) + sorted(library_dir.glob("*.py")), library_dir)
+        backend = BACKENDS_DIR / path.stem
+        framework_code = _python_files(backend) if backend.is_dir() else []
+        files = _python_files(path.parent) + sorted(library_dir.glob("*.py")) + framework_code
+        return files_hash(files, Path(os.path.commonpath([library_dir, BACKENDS_DIR])))
     return files_hash(_python_files(path.parent) if path.name in FOLDER_NAMED else [path], path.parent)
 
 

@@ -212,7 +212,7 @@ def load_submission(name_or_path: str, framework: str) -> Submission:
     module = _import_file(f"submission_{name}", path)
     functions = {key: getattr(module, key) for key in dir(module) if not key.startswith("_")}
     if "make_optimizer" in functions and not any(f in functions for f in REQUIRED_FUNCTIONS):
-        adapter = importlib.import_module(f"harness.{_framework_file(framework)}_short_form")
+        adapter = importlib.import_module(f"harness.backends.{_framework_file(framework)}.short_form")
         functions.update(adapter.standard_functions(module.make_optimizer, functions.get("SELF_TUNING_DEFAULTS")))
     missing = [f for f in REQUIRED_FUNCTIONS if not callable(functions.get(f))]
     if missing:

@@ -2,8 +2,8 @@
 `algoperf/spec.py`): the same enum names, function names and argument names, so an AlgoPerf
 submission ports by changing imports only.
 
-This module is framework-free. Framework code lives in `harness/torch_*.py` and in each workload's
-`torch.py`.
+This module is framework-free. Framework code lives in `harness/backends/<framework>/` and in each
+workload's `torch.py`/`jax.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import enum
 import math
 from collections import namedtuple
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping
+
+from harness import batching, evaluation
 
 Tensor = Any
 RandomState = Any  # an int seed in TimeTrial; AlgoPerf's torch submissions ignore it too
@@ -177,6 +179,7 @@ class Workload(abc.ABC):
         self._param_types = None
         self._splits: dict[str, dict[str, Any]] | None = None
         self._data_hash: str | None = None
+        self._eval_batch_cache: dict[tuple[str, int, int], list[dict]] = {}
         self.metrics_logger = None
 
     # ----- AlgoPerf's workload extras -----
@@ -253,11 +256,61 @@ class Workload(abc.ABC):
         self.load_splits()
         return self._data_hash
 
-    @abc.abstractmethod
+    # ----- batches: framework-free index and NumPy batches, put on the device by the backend -----
+    def host_split(self, split: str) -> dict[str, Any]:
+        """A split's arrays with a leading example axis ('eval_train' is the train split)."""
+        return self.load_splits()["train" if split == "eval_train" else split]
+
+    def split_size(self, split: str) -> int:
+        return len(self.host_split(split)["targets"])
+
+    def train_batch_indices(self, data_rng: RandomState, split: str, global_batch_size: int) -> Iterator[Any]:
+        """The example indices of each training batch, endlessly: epochs of a seeded permutation
+        (`batching.EpochOrder`), an epoch's last incomplete batch dropped. Checks the batch size now."""
+        n = self.split_size(split)
+        batching.check_batch_size(global_batch_size, n, split)
+        return batching.epoch_batches(batching.EpochOrder(data_rng), n, global_batch_size)
+
+    def eval_batch_indices(self, split: str, num_examples: int, batch_size: int) -> Iterator[Any]:
+        """The example indices of each evaluation batch of the first `num_examples` of `split`: in order."""
+        return batching.in_order(min(num_examples, self.split_size(split)), batch_size)
+
+    def host_batch(self, split: str, index) -> dict[str, Any]:
+        """The examples `index` of a split as one batch of NumPy arrays."""
+        return {key: value[index] for key, value in self.host_split(split).items()}
+
+    def host_eval_batch(self, split: str, index) -> dict[str, Any]:
+        """An evaluation batch ('eval_train', 'validation', 'test'), with whatever the evaluation needs
+        besides the arrays (reference texts), prepared once and kept; by default `host_batch`."""
+        return self.host_batch(split, index)
+
     def _build_input_queue(
         self, data_rng: RandomState, split: str, data_dir: str, global_batch_size: int
     ) -> Iterator[dict[str, Tensor]]:
-        """An endless, shuffled iterator of `{'inputs', 'targets'[, 'weights']}` batches."""
+        """An endless iterator of `train_batch_indices`' batches on the device. The data is loaded now
+        (untimed, at initialisation), not at the first `next()`."""
+        del data_dir
+        indices = self.train_batch_indices(data_rng, split, global_batch_size)
+        return (self.to_device(self.host_batch(split, index)) for index in indices)
+
+    def cached_eval_batches(self, split: str, num_examples: int, batch_size: int) -> list[dict]:
+        """`host_eval_batch` of each of `eval_batch_indices`, on the device, assembled at the first
+        evaluation and kept: the data never changes, so later evaluations only run the model."""
+        key = (split, num_examples, batch_size)
+        if key not in self._eval_batch_cache:
+            self._eval_batch_cache[key] = [
+                self.to_device(self.host_eval_batch(split, index))
+                for index in self.eval_batch_indices(split, num_examples, batch_size)
+            ]
+        return self._eval_batch_cache[key]
+
+    @abc.abstractmethod
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """The batch with its NumPy arrays as the framework's arrays on the device; other values as they are."""
+
+    @abc.abstractmethod
+    def to_host(self, tree: Any) -> Any:
+        """The tree with the framework's arrays as NumPy arrays, fetched together."""
 
     # ----- model -----
     @abc.abstractmethod
@@ -287,7 +340,6 @@ class Workload(abc.ABC):
     ) -> dict[str, Tensor]:
         """Return {'summed', 'n_valid_examples', 'per_example'}; no regularisation."""
 
-    @abc.abstractmethod
     def _eval_model_on_split(
         self,
         split: str,
@@ -299,7 +351,35 @@ class Workload(abc.ABC):
         data_dir: str,
         global_step: int = 0,
     ) -> dict[str, float]:
-        """Evaluate on `num_examples` of a split ('eval_train', 'validation', 'test')."""
+        """`metrics_from_sums` of `eval_batch_sums` accumulated over the split's cached evaluation
+        batches (`evaluation.BatchSums`), in the framework's evaluation mode."""
+        del data_dir, global_step
+        sums = evaluation.BatchSums()
+        with self.evaluation_mode():
+            for batch in self.cached_eval_batches(split, num_examples, global_batch_size):
+                sums.add(self.eval_batch_sums(split, params, model_state, rng, batch))
+        return self.metrics_from_sums(sums.result(self.to_host))
+
+    def eval_batch_sums(self, split: str, params, model_state, rng: RandomState, batch: dict) -> dict[str, Tensor]:
+        """One evaluation batch's `eval_sums` of the model's logits; a workload whose evaluation needs
+        more than the logits (translations) extends it."""
+        logits, _ = self.model_fn(params, batch, model_state, ForwardPassMode.EVAL, rng, update_batch_norm=False)
+        return self.eval_sums(logits, batch)
+
+    @abc.abstractmethod
+    def eval_sums(self, logits: Tensor, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-batch values that `metrics_from_sums` turns into metrics: scalars (loss, errors,
+        counts) are summed over the split's batches; arrays with a leading batch axis (scores for a
+        metric that needs the whole split, such as average precision) are concatenated."""
+
+    @abc.abstractmethod
+    def metrics_from_sums(self, sums: dict[str, Any]) -> dict[str, float]:
+        """Final metrics of a split from the accumulated sums (floats) and concatenations (float32
+        NumPy arrays) of `eval_sums`."""
+
+    @abc.abstractmethod
+    def evaluation_mode(self) -> ContextManager:
+        """A context in which evaluation runs (no gradients)."""
 
     @abc.abstractmethod
     def sync(self) -> None:
@@ -310,8 +390,9 @@ class Workload(abc.ABC):
         """Seed the framework's global random state (dropout and other in-step randomness)."""
 
     @abc.abstractmethod
-    def latest_train_loss(self) -> float | None:
-        """Mean loss of the latest `loss_fn` call made for training, or None if there was none."""
+    def take_train_loss(self) -> tuple[Tensor, Tensor | int] | None:
+        """(summed loss, example count) of the latest `loss_fn` call made for training since the last
+        call, as the framework's values (no device→host transfer), or None if there was none."""
 
     @abc.abstractmethod
     def save_checkpoint(self, path: Path, params, model_state, optimizer_state, loop: dict) -> list[str]:

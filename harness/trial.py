@@ -5,9 +5,12 @@ overhead are timed; initialisation, evaluation and logging are not. An evaluatio
 step 1 and then once `eval_period_time_sec` of wall time has passed since the previous one ended.
 The budget is checked at evaluation points: no evaluation is recorded past it. The trial ends
 when the budget is spent, when validation and test targets are both met, at `max_global_steps`,
-when the submission raises `TrainingCompleteError`, or at once on a non-finite training loss (or,
-at an evaluation, a non-finite validation loss or target metric).
-An exception of the submission ends the trial as failed, with the step it reached.
+when the submission raises `TrainingCompleteError`, or on a non-finite training loss or validation
+loss or target metric. Training losses stay on the device until the next evaluation point, where the
+clock waits for the device anyway (`harness/train_loss.py`): a NaN ends the trial there, as diverged
+at the step it appeared, with no device→host transfer in the timed steps.
+An exception of the submission ends the trial as failed, with the step it reached (as diverged, if a
+non-finite training loss came first).
 Other processes' CPU use during the timed steps is measured (`harness/contention.py`); a trial
 that ran too many of its steps on a busy machine is flagged `contended` in its summary.
 
@@ -35,6 +38,7 @@ from harness.contention import ContentionMonitor
 from harness.discovery import Submission
 from harness.metrics_logger import MetricsLogger
 from harness.records import TrialRecord
+from harness.train_loss import NonFinite, TrainLosses
 
 TRAIN_LOSS_EVERY = 10  # steps between train.jsonl rows
 
@@ -63,6 +67,11 @@ class TrialOutcome:
         if message and message not in self.warnings:
             self.warnings.append(message)
             print(f"warning: {message}", file=sys.stderr)
+
+    def diverge(self, bad: NonFinite) -> None:
+        """End as diverged (unless the target was already reached) on a non-finite training loss."""
+        self.status = "diverged" if self.time_to_target is None else self.status
+        self.stop_reason = f"non-finite training loss ({bad.loss}) at step {bad.step}"
 
     def note_contention(self, monitor: ContentionMonitor) -> None:
         self.contention, self.contended = monitor.summary(), monitor.contended
@@ -203,17 +212,32 @@ def run_trial(
     An exception raised by the submission (or the workload) returns a failed outcome.
     """
     outcome = TrialOutcome("running")
+    losses = TrainLosses(workload.take_train_loss, workload.to_host, TRAIN_LOSS_EVERY)
     try:
         _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint,
              now, eval_every_steps, eval_period_sec or workload.eval_period_time_sec,
-             contention or ContentionMonitor(), outcome)
+             contention or ContentionMonitor(), losses, outcome)
     except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
         outcome.fail(exc)
+        bad = _pending_divergence(losses)
+        if bad is not None:  # the exception followed a non-finite loss: that is the trial's end
+            error = outcome.stop_reason
+            outcome.diverge(bad)
+            outcome.stop_reason += f"; then {error}"
+        record.add_train(losses.take_rows())
     return outcome
 
 
+def _pending_divergence(losses: TrainLosses) -> NonFinite | None:
+    try:
+        return losses.check()
+    except Exception:  # noqa: BLE001 - the device itself failed; the exception already says so
+        return None
+
+
 def _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint, now,
-         eval_every_steps, eval_period_sec, monitor: ContentionMonitor, outcome: TrialOutcome) -> None:
+         eval_every_steps, eval_period_sec, monitor: ContentionMonitor, losses: TrainLosses,
+         outcome: TrialOutcome) -> None:
     """`run_trial`'s loop; it leaves its result in `outcome` (so a failure keeps the step reached)."""
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
@@ -224,7 +248,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     input_queue = CountingIterator(workload._build_input_queue(seeds["data"], "train", data_dir, outcome.batch_size))
     workload.attach_metrics_logger(MetricsLogger())
     params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
-    eval_results, train_rows, step, preemptions = [], [], 0, 0
+    eval_results, step, preemptions = [], 0, 0
     clock = TrialClock(workload.sync, now, segments=monitor)
     if checkpoint is not None and checkpoint.exists():
         try:
@@ -256,20 +280,18 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         step += 1
         monitor.step()
         outcome.global_step = step
-        loss = workload.latest_train_loss()
-        if loss is not None and not math.isfinite(loss):
-            clock.stop_timed()
-            outcome.status = "diverged" if outcome.time_to_target is None else outcome.status
-            outcome.stop_reason = f"non-finite training loss ({loss}) at step {step}"
-            break
-        if loss is not None and step % TRAIN_LOSS_EVERY == 0:
-            train_rows.append({"global_step": step, "loss": loss})
+        losses.after_step(step)
         progress.on_step(step, clock)
         at_max_steps = max_global_steps is not None and step >= max_global_steps
         due = (step % eval_every_steps == 0 if eval_every_steps
                else clock.seconds_since_last_eval() >= eval_period_sec)
         if not (step == 1 or at_max_steps or training_complete or due):
             continue
+        bad = losses.check()
+        if bad is not None:
+            clock.stop_timed()
+            outcome.diverge(bad)
+            break
         if submission.prepare_for_eval is not None:
             optimizer_state, params, model_state = submission.prepare_for_eval(
                 workload, params, workload.model_params_types, model_state, hyperparameters,
@@ -296,9 +318,8 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
                 for message in workload.save_checkpoint(checkpoint, params, model_state, optimizer_state, loop):
                     outcome.warn(message)
             record.add_eval(row)
-            record.add_train(train_rows)
+            record.add_train(losses.take_rows())
             record.add_metrics(workload.metrics_logger.take())
-            train_rows = []
             record.write_summary(outcome.summary())
             progress.on_eval(step, row, clock)
         if not finite:
@@ -312,7 +333,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             break
         clock.start_timed()
     outcome.note_contention(monitor)
-    record.add_train(train_rows)
+    record.add_train(losses.take_rows())
     record.add_metrics(workload.metrics_logger.take())
     if hyperparameters is not None:
         outcome.unused_hyperparameters = sorted(set(point) - type(hyperparameters).fields_read)

@@ -86,3 +86,12 @@ def run_report(args, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def taken_train_loss(workload) -> float | None:
+    """The mean training loss the workload hands the trial loop after a step (`take_train_loss`), on the host."""
+    taken = workload.take_train_loss()
+    if taken is None:
+        return None
+    summed, count = workload.to_host(taken)
+    return float(summed) / float(count)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from support import REPO, TOY_WORKLOAD, NullProgress, run_submit
-from harness import spec, torch_process
+from harness import spec
+from harness.backends.torch import process as torch_process
 from harness.discovery import load_submission, load_workload
 from harness.errors import UserInputError
 from harness.metrics_logger import MetricsLogger

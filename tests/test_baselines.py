@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.discovery import load_submission
-from submissions.torch_schedules import warmup_cosine_decay, warmup_linear_decay
+from harness.backends.torch.schedules import warmup_cosine_decay, warmup_linear_decay
 
 
 def nadamw_reference(params, grads_per_step, lr, beta1, beta2, eps, weight_decay):

@@ -14,7 +14,7 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-from support import nadamw_on_one_batch
+from support import nadamw_on_one_batch, taken_train_loss
 from harness import spec
 from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
@@ -305,7 +305,7 @@ def test_loss_is_per_target_character_and_recorded_for_training():
                              torch.tensor([3, 1]), reduction="none")
     torch.testing.assert_close(out["per_example"], per_example)
     assert out["n_valid_examples"].item() == 4  # target characters
-    assert workload.latest_train_loss() == pytest.approx(per_example.sum().item() / 4)
+    assert taken_train_loss(workload) == pytest.approx(per_example.sum().item() / 4)
     masked = workload.loss_fn(targets, (logits, paddings), mask_batch=torch.tensor([1.0, 0.0]))
     assert masked["n_valid_examples"].item() == 3 and masked["summed"].item() == pytest.approx(per_example[0].item())
 

@@ -19,8 +19,8 @@ DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
 def test_evaluation_assembles_its_batches_once_and_training_continues_after_it(toy_workload):
     model, state = toy_workload.init_model_fn(0)
     calls = []
-    gather = toy_workload.gather
-    toy_workload.gather = lambda arrays, index: calls.append(len(index)) or gather(arrays, index)
+    assemble = toy_workload.host_eval_batch
+    toy_workload.host_eval_batch = lambda split, index: calls.append(len(index)) or assemble(split, index)
     first = toy_workload.eval_model(32, model, state, 0, "", None, 1)
     assembled = len(calls)
     assert toy_workload.eval_model(32, model, state, 0, "", None, 2) == first

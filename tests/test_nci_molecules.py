@@ -16,7 +16,7 @@ from harness import spec
 from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.nci_molecules import data
-from workloads.nci_molecules.workload import mean_average_precision
+from workloads.nci_molecules.workload import graph_batch, mean_average_precision
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
 
@@ -173,12 +173,13 @@ def test_two_local_smiles_files_are_ambiguous(tiny_dir):
 
 # ----- batching and the model -----
 def test_batches_hold_whole_graphs_and_each_graphs_logits_ignore_the_others(tiny_dir):
-    from workloads.nci_molecules.torch import graph_batch
-
     workload = load_workload("nci_molecules", "pytorch", tiny_dir)
     train = workload.load_splits()["train"]
-    cpu = workload.cpu_splits["train"]
-    pair = graph_batch(cpu, torch.tensor([5, 2]), workload.device)["inputs"]
+
+    def on_device(index) -> dict:
+        return workload.to_device(graph_batch(train, np.asarray(index)))
+
+    pair = on_device([5, 2])["inputs"]
     nodes = [slice(train["node_offsets"][g], train["node_offsets"][g + 1]) for g in (5, 2)]
     edges = [slice(train["edge_offsets"][g], train["edge_offsets"][g + 1]) for g in (5, 2)]
     n5 = nodes[0].stop - nodes[0].start
@@ -195,16 +196,15 @@ def test_batches_hold_whole_graphs_and_each_graphs_logits_ignore_the_others(tiny
     first_epoch, second_epoch = torch.randperm(8, generator=generator), torch.randperm(8, generator=generator)
     assert not torch.equal(first_epoch, second_epoch)
     for expected_index in (first_epoch[:4], first_epoch[4:], second_epoch[:4]):
-        batch, expected = next(queue), graph_batch(cpu, expected_index, workload.device)
+        batch, expected = next(queue), on_device(expected_index.numpy())
         assert torch.equal(batch["targets"], expected["targets"])
         assert all(torch.equal(a, b) for a, b in zip(batch["inputs"][:-1], expected["inputs"][:-1]))
     assert batch["targets"].shape == (4, len(workload.task_names))
     model, _ = workload.init_model_fn(0)
     for g in range(8):  # a graph's logits do not depend on the graphs batched with it
-        alone, _ = workload.model_fn(model, graph_batch(cpu, torch.tensor([g]), workload.device), None,
+        alone, _ = workload.model_fn(model, on_device([g]), None,
                                      spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
-        together, _ = workload.model_fn(model, graph_batch(cpu, torch.tensor([(g + 3) % 8, g, (g + 5) % 8]),
-                                                           workload.device), None,
+        together, _ = workload.model_fn(model, on_device([(g + 3) % 8, g, (g + 5) % 8]), None,
                                         spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
         torch.testing.assert_close(together[1], alone[0], rtol=1e-5, atol=1e-5)
 
@@ -263,9 +263,7 @@ def test_eval_honours_the_example_count_and_does_not_depend_on_the_batch_size():
     small = workload._eval_model_on_split("validation", 64, 7, model, None, 0, str(DATA_DIR))
     large = workload._eval_model_on_split("validation", 64, 256, model, None, 0, str(DATA_DIR))
     assert small == pytest.approx(large, rel=1e-5)
-    from workloads.nci_molecules.torch import graph_batch
-
-    batch = graph_batch(workload.cpu_splits["validation"], torch.arange(64), workload.device)
+    batch = workload.to_device(graph_batch(workload.load_splits()["validation"], np.arange(64)))
     logits, _ = workload.model_fn(model, batch, None, spec.ForwardPassMode.EVAL, 0, update_batch_norm=False)
     expected = mean_average_precision(batch["targets"].cpu().numpy(), logits.detach().cpu().numpy())
     assert large["mean_average_precision"] == pytest.approx(expected, rel=1e-5)

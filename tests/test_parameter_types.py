@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from harness.spec import ParameterType as T
-from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, parameter_types
+from harness.backends.torch.workload import FUSED_ATTENTION_PARAMETER_TYPES, parameter_types
 
 
 class Attention(nn.Module):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import torch_checkpoint
+from harness.backends.torch import checkpoint as torch_checkpoint
 
 Point = collections.namedtuple("Point", ["learning_rate", "beta2"])
 

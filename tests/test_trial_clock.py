@@ -7,6 +7,8 @@ say: steps and prepare_for_eval timed, evaluation untimed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -106,12 +108,44 @@ def test_time_to_target_is_the_first_evaluation_meeting_it_and_the_run_stops_whe
     assert outcome.best_validation == pytest.approx(1.0 - 0.05 * 13)
 
 
-def test_a_non_finite_training_loss_ends_the_trial_at_once_as_diverged(timed_workload, fake_time, tmp_path):
-    outcome, rows = run(timed_workload, sleepy_submission(fake_time, nan_at_step=6), fake_time, tmp_path)
-    assert outcome.status == "diverged" and outcome.global_step == 6
-    assert "non-finite training loss" in outcome.stop_reason
+def test_a_non_finite_training_loss_ends_the_trial_as_diverged_at_the_next_evaluation_point(
+    timed_workload, fake_time, tmp_path
+):
+    """The losses stay on the device between evaluation points: they are fetched only where the loop
+    waits for the device anyway, and the NaN of step 6 ends the trial at the evaluation point of step 7,
+    within the evaluation period it appeared in, before that evaluation is recorded."""
+    fetched_at, to_host, steps = [], timed_workload.to_host, []
+    timed_workload.to_host = lambda tree: fetched_at.append(len(steps)) or to_host(tree)
+    submission = sleepy_submission(fake_time, nan_at_step=6)
+    update = submission.update_params
+    submission = dataclasses.replace(
+        submission, update_params=lambda *args, **kwargs: steps.append(1) or update(*args, **kwargs))
+    outcome, rows = run(timed_workload, submission, fake_time, tmp_path)
+    assert outcome.status == "diverged" and outcome.global_step == 7
+    assert outcome.stop_reason == "non-finite training loss (nan) at step 6"
     assert [r["global_step"] for r in rows] == [1, 4]
     assert outcome.time_to_target is None
+    # One fetch of the training losses per evaluation point (1, 4, 7); the evaluations' own fetches
+    # (one per split) come right after the first two.
+    assert [step for step in fetched_at if step not in (1, 4)] == [7]
+    assert fetched_at.count(1) == fetched_at.count(4) == 4
+
+
+def test_a_submission_that_fails_after_a_non_finite_loss_ends_as_diverged(timed_workload, fake_time, tmp_path):
+    submission = sleepy_submission(fake_time, nan_at_step=5)
+    update = submission.update_params
+
+    def update_then_fail(*args, **kwargs):
+        result = update(*args, **kwargs)
+        if args[9] + 1 == 6:
+            raise RuntimeError("linalg.cholesky: the input is not positive-definite")
+        return result
+
+    submission = dataclasses.replace(submission, update_params=update_then_fail)
+    outcome, rows = run(timed_workload, submission, fake_time, tmp_path)
+    assert outcome.status == "diverged" and outcome.global_step == 5
+    assert outcome.stop_reason.startswith("non-finite training loss (nan) at step 5; then RuntimeError: linalg.cholesky")
+    assert "Traceback" in outcome.error and [r["global_step"] for r in rows] == [1, 4]
 
 
 def test_parameters_made_non_finite_without_a_loss_end_the_trial_as_diverged_at_the_evaluation(
@@ -145,7 +179,7 @@ def test_real_training_on_the_toy_workload_reaches_its_target(toy_workload, tmp_
     def make_optimizer(model, hyperparameters, workload):
         return torch.optim.SGD(model.parameters(), lr=hyperparameters.learning_rate)
 
-    from harness.torch_short_form import standard_functions
+    from harness.backends.torch.short_form import standard_functions
 
     submission = Submission(name="sgd", path=__file__, prepare_for_eval=None, data_selection=default_data_selection,
                             get_batch_size=None, **standard_functions(make_optimizer))

@@ -6,7 +6,7 @@ every step.
 
 One step: forward in train mode, backward with `create_graph=True`, one Hessian-vector product
 with a Rademacher probe z, D = spatial average of |z ⊙ Hz| (per 3x3 kernel for convolutions), then
-`torch_curvature.AdaHessian` steps. Attention runs its math kernel, the only one with a double
+`harness.backends.torch.curvature.AdaHessian` steps. Attention runs its math kernel, the only one with a double
 backward.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import AdaHessian, gradients_with_hutchinson, spatially_averaged
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.curvature import AdaHessian, gradients_with_hutchinson, spatially_averaged
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 EPSILON = 1e-4  # official Adahessian default (amirgholami/adahessian, image_classification/optim_adahessian.py)
 PROBES = "rademacher"  # Yao et al. (2021); the official `get_trace`

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 # Self-tuning ruleset: torch.optim.AdamW's defaults (lr 1e-3, betas (0.9, 0.999), weight decay 1e-2)
 # with the warmup fraction of AlgoPerf's AdamW search space (search_space.json).

@@ -15,7 +15,7 @@ import dadaptation
 import torch
 
 from harness import spec
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 LEARNING_RATE = 1.0  # "Set the LR parameter to 1.0" (dadaptation README)
 EPSILON = 1e-8  # DAdaptAdam default

@@ -12,8 +12,8 @@ import math
 import torch
 
 from harness import spec
-from submissions.torch_foreach import ForeachOptimizer
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.foreach import ForeachOptimizer
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 EPSILON = 1e-8  # official diffGrad default (shivram1987/diffGrad)
 

@@ -6,7 +6,7 @@ SGD, with the polynomial-decay iterate averaging its authors prescribe, both fro
     x̄_t = (1 − (1+γ)/(t+γ)) x̄_{t−1} + (1+γ)/(t+γ) x_t,   γ = 8
 
 The average (BatchNorm statistics included) is swapped in by `prepare_for_eval` and out again by the
-next `update_params` (`submissions/torch_averaging.py`). No learning rate and no schedule.
+next `update_params` (`harness/backends/torch/averaging.py`). No learning rate and no schedule.
 
     python submit.py --workload fashion_mnist --submission dog --tuning_ruleset self
 """
@@ -17,7 +17,7 @@ import dog
 import torch
 
 from harness import spec
-from submissions.torch_averaging import ModuleAverage, averaging_functions, has_batch_norm
+from harness.backends.torch.averaging import ModuleAverage, averaging_functions, has_batch_norm
 
 AVERAGING_GAMMA = 8.0  # dog.PolynomialDecayAverager default
 RELATIVE_LEARNING_RATE = 1.0  # DoG's c, "changing it is not recommended" (dog.DoG docstring)

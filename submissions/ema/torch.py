@@ -1,6 +1,6 @@
 """NAdamW (AlgoPerf's baseline) evaluated at an exponential moving average of its weights:
 θ̄ ← β θ̄ + (1 − β) θ after every step, swapped in by `prepare_for_eval` and out again by the next
-`update_params` (`submissions/torch_averaging.py`). β = 1 − 1/(h · step_hint): the average spans a
+`update_params` (`harness/backends/torch/averaging.py`). β = 1 − 1/(h · step_hint): the average spans a
 fixed fraction h of the run on every workload.
 
     python submit.py --workload kjv_lm --submission ema
@@ -13,7 +13,7 @@ import torch
 from harness import spec
 from submissions.nadamw.torch import SELF_TUNING_DEFAULTS as NADAMW_DEFAULTS
 from submissions.nadamw.torch import make_optimizer
-from submissions.torch_averaging import ExponentialMovingAverage, averaging_functions
+from harness.backends.torch.averaging import ExponentialMovingAverage, averaging_functions
 
 # Self-tuning ruleset: NAdamW's (the nadamw submission's), with an averaging horizon of 5% of
 # step_hint, the same window as the lawa submission's default (5 snapshots 1% apart); chosen here,

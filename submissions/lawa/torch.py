@@ -1,7 +1,7 @@
 """NAdamW (AlgoPerf's baseline) evaluated at LAWA, the latest-weight average (Kaddour, 2022,
 arXiv:2209.14981; Sanyal et al., 2023, arXiv:2306.03241): the mean of the latest k snapshots of the
 weights, one every ν steps, swapped in by `prepare_for_eval` once k snapshots exist and out again
-by the next `update_params` (`submissions/torch_averaging.py`). ν is a fraction of step_hint.
+by the next `update_params` (`harness/backends/torch/averaging.py`). ν is a fraction of step_hint.
 
     python submit.py --workload kjv_lm --submission lawa
 """
@@ -13,7 +13,7 @@ import torch
 from harness import spec
 from submissions.nadamw.torch import SELF_TUNING_DEFAULTS as NADAMW_DEFAULTS
 from submissions.nadamw.torch import make_optimizer
-from submissions.torch_averaging import LatestWeightAverage, averaging_functions
+from harness.backends.torch.averaging import LatestWeightAverage, averaging_functions
 
 # Self-tuning ruleset: NAdamW's (the nadamw submission's), with k = 5 snapshots taken 1% of step_hint
 # apart (a 5% window); chosen here, not taken from a paper (Kaddour snapshots once per epoch).

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_foreach import ForeachOptimizer
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.foreach import ForeachOptimizer
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 # Self-tuning ruleset: the paper's β = (0.9, 0.99) and its advice of a learning rate 3-10x smaller and a
 # weight decay 3-10x larger than AdamW's: AdamW's 1e-3 and 1e-2 (the adamw submission) give

@@ -21,8 +21,8 @@ import math
 import torch
 
 from harness import spec
-from submissions.torch_foreach import evaluate_closure, groups_with_gradients
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.foreach import evaluate_closure, groups_with_gradients
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of the reference's quintic iteration
 NEWTON_SCHULZ_STEPS = 5  # reference default

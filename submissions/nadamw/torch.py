@@ -11,8 +11,8 @@ import math
 import torch
 
 from harness import spec
-from submissions.torch_foreach import ForeachOptimizer
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.foreach import ForeachOptimizer
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 # Self-tuning ruleset: the fourth point of AlgoPerf's qualification search space (search_space.json),
 # the point that brief tuning kept on fashion_mnist, kjv_lm, adult_ctr and mri_reconstruction and

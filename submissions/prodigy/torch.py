@@ -14,7 +14,7 @@ import prodigyopt
 import torch
 
 from harness import spec
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 LEARNING_RATE = 1.0  # "We recommend using lr=1. (default) for all networks" (prodigyopt README)
 

@@ -1,6 +1,6 @@
 """Schedule-free AdamW (Defazio et al., 2024, arXiv:2405.15682; winner of AlgoPerf v0.5's
 self-tuning track): `schedulefree.AdamWScheduleFree`, with the train/eval switching and BatchNorm
-refresh of `submissions/torch_averaging.py`. No learning-rate schedule besides linear warmup.
+refresh of `harness/backends/torch/averaging.py`. No learning-rate schedule besides linear warmup.
 
     python submit.py --workload fashion_mnist --submission schedule_free_adamw
 """
@@ -11,7 +11,7 @@ import schedulefree
 import torch
 
 from harness import spec
-from submissions.torch_averaging import schedule_free_functions
+from harness.backends.torch.averaging import schedule_free_functions
 
 EPSILON = 1e-8  # AdamWScheduleFree default
 WEIGHT_LR_POWER = 2.0  # AdamWScheduleFree default: c_{t+1} ∝ γ_t²

@@ -1,5 +1,5 @@
 """Schedule-free SGD (Defazio et al., 2024, arXiv:2405.15682): `schedulefree.SGDScheduleFree`, with
-the train/eval switching and BatchNorm refresh of `submissions/torch_averaging.py`. No
+the train/eval switching and BatchNorm refresh of `harness/backends/torch/averaging.py`. No
 learning-rate schedule besides linear warmup.
 
     python submit.py --workload fashion_mnist --submission schedule_free_sgd
@@ -11,7 +11,7 @@ import schedulefree
 import torch
 
 from harness import spec
-from submissions.torch_averaging import schedule_free_functions
+from harness.backends.torch.averaging import schedule_free_functions
 
 WEIGHT_LR_POWER = 2.0  # SGDScheduleFree default
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_schedules import warmup_linear_decay
+from harness.backends.torch.schedules import warmup_linear_decay
 
 # Self-tuning ruleset: lr 0.1, momentum 0.9, weight decay 1e-4 (He et al., 2016, ResNet training);
 # warmup, decay length and end factor are feasible points of AlgoPerf's search space (search_space.json).

@@ -13,7 +13,7 @@ from itertools import chain
 import torch
 
 from harness import spec
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 EPSILON = 1e-8  # official SOAP default
 MAX_PRECONDITIONER_DIM = 10_000  # official default: larger dimensions (vocabularies) stay unrotated

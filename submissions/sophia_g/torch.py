@@ -5,11 +5,11 @@ is a Gauss-Newton-Bartlett estimate, refreshed every k = 10 steps.
 
 One step: forward in train mode; on refresh steps (t = 1, k+1, 2k+1, ... as in Algorithm 3) the
 labels ŷ are sampled from the model's own predictive distribution (softmax, Bernoulli, Laplace: see
-`torch_curvature.sampled_labels`) and the gradient ĝ of the mean sampled-label loss
+`harness.backends.torch.curvature.sampled_labels`) and the gradient ĝ of the mean sampled-label loss
 is taken from the same forward pass (a second backward), giving ĥ = B · ĝ ⊙ ĝ with B the number of
 examples (tokens for a sequence model) the loss averages over — the official code's `bs` scaling,
 moved from the denominator into the estimate. Then the real loss is backpropagated and
-`torch_curvature.Sophia` steps. The Hessian is estimated at θ_t on the step's batch, as in the
+`harness.backends.torch.curvature.Sophia` steps. The Hessian is estimated at θ_t on the step's batch, as in the
 paper's Algorithm 3. Documented choice: the official training script refreshes after the step, at
 θ_{t+1} on a batch of its own (Liuhong99/Sophia train_sophiag.py lines 289 and 406-421: on steps with
 iter_num mod 10 = 9, one more forward on the next batch), so its first refresh comes after ten steps
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import mean_loss, sampled_labels, sophia_optimizer_state, training_logits
+from harness.backends.torch.curvature import mean_loss, sampled_labels, sophia_optimizer_state, training_logits
 
 HESSIAN_INTERVAL = 10  # k: `interval = 10` (Liuhong99/Sophia configs, line 39; train_sophiag.py line 50)
 EPSILON = 1e-15  # official sophia.py line 199

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.torch_curvature import gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits
+from harness.backends.torch.curvature import gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits
 
 HESSIAN_INTERVAL = 10  # k in Liu et al. (2023), Algorithm 3; pytorch-optimizer's SophiaH update_period
 EPSILON = 1e-12  # ε of the official SophiaH (Liuhong99/Sophia sophia.py line 391 at c503211) and of pytorch-optimizer

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import spec
-from submissions.torch_curvature import sampled_labels
+from harness.backends.torch.curvature import sampled_labels
 
 N = 40_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from submissions.torch_curvature import spatially_averaged
+from harness.backends.torch.curvature import spatially_averaged
 
 
 def test_matrices_keep_their_absolute_values():

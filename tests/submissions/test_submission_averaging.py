@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness import spec, torch_checkpoint
+from harness import spec
+from harness.backends.torch import checkpoint as torch_checkpoint
 from harness.discovery import load_submission
 from submissions.nadamw.torch import SELF_TUNING_DEFAULTS as NADAMW_POINT
-from submissions.torch_averaging import BN_BATCHES
+from harness.backends.torch.averaging import BN_BATCHES
 
 STEPS = 12
 

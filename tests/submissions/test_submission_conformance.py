@@ -87,10 +87,16 @@ def test_submission_runs_on_workload_with_a_complete_record(table, submission, w
 
 @pytest.mark.parametrize("submission", SUBMISSIONS)
 def test_submission_trains_the_toy_workload_under_the_self_tuning_ruleset(submission, toy_workload, tmp_path):
+    take, taken = toy_workload.take_train_loss, []
+    toy_workload.take_train_loss = lambda: taken.append(take()) or taken[-1]
     record = TrialRecord(tmp_path / "trial")
     outcome = run_trial(
         toy_workload, load_submission(submission, "pytorch"), None, 0, 60.0, record, NullProgress(), max_global_steps=30
     )
     assert outcome.status in ("reached", "stopped"), outcome.error
     assert all(math.isfinite(row["validation/loss"]) for row in record.eval_rows)
-    assert toy_workload.latest_train_loss() is not None and math.isfinite(toy_workload.latest_train_loss())
+    # Every step hands the loop its training loss; every 10th is kept in train.jsonl.
+    assert len(taken) == outcome.global_step and all(loss is not None for loss in taken)
+    rows = record.step_logs["train.jsonl"]
+    assert [row["global_step"] for row in rows] == list(range(10, outcome.global_step + 1, 10))
+    assert all(math.isfinite(row["loss"]) for row in rows)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from harness import spec
-from harness.torch_workload import TorchWorkload
+from harness.backends.torch.workload import TorchWorkload
 
 
 def blobs(n: int, seed: int) -> dict[str, np.ndarray]:

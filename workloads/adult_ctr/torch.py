@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.torch_workload import TorchWorkload
+from harness.backends.torch.workload import TorchWorkload
 from workloads.adult_ctr.data import NUM_DENSE, NUM_SPARSE, VOCABULARY_SIZE
 from workloads.adult_ctr.workload import AdultCtrWorkload
 

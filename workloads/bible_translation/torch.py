@@ -18,22 +18,19 @@ Dropout rates are 0 unless the submission's `dropout_rate` sets them (AlgoPerf's
 from __future__ import annotations
 
 import math
-from typing import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness import spec
-from harness.torch_workload import TorchWorkload
+from harness.backends.torch.workload import TorchWorkload
 from workloads.bible_translation import data
-from workloads.bible_translation.workload import BibleTranslationWorkload, bleu_references, bleu_statistics
+from workloads.bible_translation.workload import BibleTranslationWorkload, bleu_statistics
 
 # Scaled down from AlgoPerf's wmt (width 1024, 16 heads, MLP 1024, 6 + 6 layers, 32k vocabulary);
 # 3 + 3 layers learned no faster per second than 2 + 2 here, nor did an MLP of width 512.
 WIDTH, HEADS, MLP_WIDTH, ENCODER_LAYERS, DECODER_LAYERS = 128, 4, 128, 2, 2
 LAYER_NORM_EPS = 1e-6  # AlgoPerf's wmt
-POOL_BATCHES = 16  # training batches are formed from pools of this many batches sorted by length
 
 
 def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
@@ -200,13 +197,6 @@ class Transformer(nn.Module):
         return tokens
 
 
-def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without the padding columns that every row has (inputs and targets cut separately)."""
-    input_length = int((batch["inputs"] != data.PAD_ID).sum(1).max())
-    target_length = int((batch["targets"] != data.PAD_ID).sum(1).max())
-    return {k: v[:, : input_length if k == "inputs" else target_length] for k, v in batch.items()}
-
-
 def attention_parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
     """AlgoPerf's types for the attention projections (the generic tree calls them WEIGHT)."""
     types, T = {}, spec.ParameterType
@@ -222,10 +212,6 @@ def attention_parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]
 class Workload(BibleTranslationWorkload, TorchWorkload):
     output_layer_name = "shared_embedding"  # the output layer is the shared embedding, as in AlgoPerf's wmt
 
-    def __init__(self, data_dir) -> None:
-        super().__init__(data_dir)
-        self._tokenizer = None
-
     def build_model(self) -> nn.Module:
         return Transformer()
 
@@ -233,35 +219,6 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
         model, model_state = super().init_model_fn(rng)
         self._param_types.update(attention_parameter_types(model))
         return model, model_state
-
-    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The pairs `index` on the device, without the padding columns every row of them has."""
-        return trim(super().gather(arrays, index))
-
-    def _build_input_queue(self, data_rng, split, data_dir, global_batch_size) -> Iterator[dict[str, torch.Tensor]]:
-        """Endless epochs of a seeded permutation, batched by length: the permutation is cut into pools
-        of POOL_BATCHES batches, each pool sorted by pair length and cut into batches, the epoch's batches
-        are shuffled, and each batch loses its all-padding columns. The last incomplete batch is dropped."""
-        del data_dir
-        arrays = self.split_arrays(split)
-        n = len(arrays["targets"])
-        if global_batch_size > n:
-            raise ValueError(f"batch size {global_batch_size} exceeds the {n} examples of split {split!r}")
-        lengths = ((arrays["inputs"] != data.PAD_ID).sum(1) + (arrays["targets"] != data.PAD_ID).sum(1)).cpu()
-        generator = torch.Generator().manual_seed(int(data_rng))
-        pool = POOL_BATCHES * global_batch_size
-
-        def batches() -> Iterator[dict[str, torch.Tensor]]:
-            while True:
-                order = torch.randperm(n, generator=generator)[: n - n % global_batch_size]
-                epoch = []
-                for start in range(0, len(order), pool):
-                    chunk = order[start : start + pool]
-                    epoch += chunk[torch.argsort(lengths[chunk], stable=True)].split(global_batch_size)
-                for i in torch.randperm(len(epoch), generator=generator).tolist():
-                    yield self.gather(arrays, epoch[i])
-
-        return batches()
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The whole batch: the decoder reads the targets shifted right (teacher forcing)."""
@@ -273,49 +230,11 @@ class Workload(BibleTranslationWorkload, TorchWorkload):
         correct = (logits.argmax(-1) == targets).float()
         return {"loss": (loss * weights.flatten()).sum(), "correct": (correct * weights).sum(), "tokens": weights.sum()}
 
-    def detokenize(self, tokens: torch.Tensor) -> list[str]:
-        """Text of each row of token ids, up to its first EOS."""
-        if self._tokenizer is None:
-            self.load_splits()
-            self._tokenizer = data.load_tokenizer(self.tokenizer_model)
-        rows = []
-        for row in tokens.tolist():
-            row = row[: row.index(data.EOS_ID)] if data.EOS_ID in row else row
-            rows.append([t for t in row if t != data.PAD_ID])
-        return self._tokenizer.decode(rows)
-
-    def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict]:
-        """The first `num_examples` pairs of `split` ('eval_train': of train) in batches of similar
-        source length (a stable sort), so that a batch carries little padding and its translations end
-        at similar steps. Except on 'eval_train' (not translated), each batch holds its pairs' Spanish
-        texts, tokenised once, as `references`. Sums over pairs do not depend on the order."""
-        self.load_splits()
-        source = "train" if split == "eval_train" else split
-        arrays, pairs = self.split_arrays(source), self.pairs[source]
-        num_examples = min(num_examples, len(arrays["targets"]))
-        order = torch.argsort((arrays["inputs"][:num_examples] != data.PAD_ID).sum(1).cpu(), stable=True)
-        for start in range(0, num_examples, batch_size):
-            index = order[start : start + batch_size]
-            batch = self.gather(arrays, index)
-            if split != "eval_train":
-                batch["references"] = bleu_references([pairs[i][2] for i in index.tolist()])
-            yield batch
-
-    def _eval_model_on_split(self, split, num_examples, global_batch_size, params, model_state, rng, data_dir,
-                             global_step=0) -> dict[str, float]:
-        """Teacher-forced loss and accuracy of the first `num_examples` pairs, and except on 'eval_train'
-        (kept cheap) the BLEU of their greedy translations; in inference mode, over batches assembled
-        once (`cached_eval_batches`)."""
-        del data_dir, global_step
-        sums: dict[str, float] = {}
-        with torch.inference_mode():
-            for batch in self.cached_eval_batches(split, num_examples, global_batch_size):
-                logits, _ = self.model_fn(params, batch, model_state, spec.ForwardPassMode.EVAL, rng,
-                                          update_batch_norm=False)
-                batch_sums = {k: float(v) for k, v in self.eval_sums(logits, batch).items()}
-                if split != "eval_train":
-                    hypotheses = self.detokenize(params.greedy_decode(batch["inputs"]))
-                    batch_sums.update(bleu_statistics(hypotheses, batch["references"]))
-                for key, value in batch_sums.items():
-                    sums[key] = sums.get(key, 0.0) + value
-        return self.metrics_from_sums(sums)
+    def eval_batch_sums(self, split, params, model_state, rng, batch) -> dict:
+        """Teacher-forced loss and accuracy sums and, except on 'eval_train' (kept cheap), the BLEU
+        statistics of the batch's greedy translations."""
+        batch_sums = super().eval_batch_sums(split, params, model_state, rng, batch)
+        if split != "eval_train":
+            hypotheses = self.detokenize(params.greedy_decode(batch["inputs"]).cpu().numpy())
+            batch_sums.update(bleu_statistics(hypotheses, batch["references"]))
+        return batch_sums

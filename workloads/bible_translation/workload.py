@@ -6,7 +6,7 @@ validation when i % 20 == 7, to test when i % 20 == 17, else to train), tokenise
 2,000-piece SentencePiece BPE vocabulary trained on the train split; pairs longer than 64 pieces on
 either side are dropped, leaving 25,245 / 1,256 / 1,343 pairs. Batches hold `inputs` (English pieces +
 EOS), `targets` (Spanish pieces + EOS) and `weights` (1 on non-padding targets); training batches are
-formed from pairs of similar length and cut to their longest pair (see `torch.py`).
+formed from pairs of similar length and cut to their longest pair (`train_batch_indices`, `host_batch`).
 
 Metric: corpus BLEU (sacrebleu's defaults: 13a tokenisation, exponential smoothing) of greedy
 translations of the first pairs of a split (a fixed random sample of it) against the Spanish verse
@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness import spec
+from harness import batching, spec
 from harness.errors import DataMissingError
 from workloads.bible_translation import data
 
+POOL_BATCHES = 16  # training batches are formed from pools of this many batches sorted by length
 MAX_NGRAM_ORDER = 4  # BLEU's n-gram orders 1..4 (Papineni et al., 2002; sacrebleu's default)
 BLEU_KEYS = (
     [f"bleu_correct_{n}" for n in range(1, MAX_NGRAM_ORDER + 1)]
@@ -68,6 +69,13 @@ def bleu_statistics(hypotheses: list[str], references: list[str] | BleuReference
     return {key: float(value) for key, value in zip(BLEU_KEYS, values)}
 
 
+def trim(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The batch without the padding columns that every row has (inputs and targets cut separately)."""
+    input_length = int((batch["inputs"] != data.PAD_ID).sum(1).max())
+    target_length = int((batch["targets"] != data.PAD_ID).sum(1).max())
+    return {k: v[:, : input_length if k == "inputs" else target_length] for k, v in batch.items()}
+
+
 def bleu_from_statistics(sums: dict[str, float]) -> float:
     """Corpus BLEU (0-100) from summed statistics, with sacrebleu's default exponential smoothing."""
     correct = [int(sums[f"bleu_correct_{n}"]) for n in range(1, MAX_NGRAM_ORDER + 1)]
@@ -104,7 +112,7 @@ class BibleTranslationWorkload(spec.Workload):
     num_validation_examples = 400  # of 1,256
     num_test_examples = 400  # of 1,343
     num_eval_train_examples = 400  # loss and accuracy only (no decoding)
-    # Pairs sorted by length (torch.py); fastest of 25/50/100/200 on a quiet 2-core CPU: an evaluation
+    # Pairs sorted by length (eval_batch_indices); fastest of 25/50/100/200 on a quiet 2-core CPU: an evaluation
     # in 1.6-1.8 s (2.1 s at 200).
     eval_batch_size = 50
 
@@ -122,3 +130,45 @@ class BibleTranslationWorkload(spec.Workload):
         if "bleu_sys_len" in sums:
             metrics["bleu"] = bleu_from_statistics(sums)
         return metrics
+
+    def __init__(self, data_dir) -> None:
+        super().__init__(data_dir)
+        self._tokenizer = None
+
+    def train_batch_indices(self, data_rng, split: str, global_batch_size: int):
+        """Endless epochs of a seeded permutation, batched by length (`batching.pooled_epoch_batches`,
+        POOL_BATCHES batches to a pool, by the pair's total length). The last incomplete batch is dropped."""
+        arrays = self.host_split(split)
+        batching.check_batch_size(global_batch_size, len(arrays["targets"]), split)
+        lengths = (arrays["inputs"] != data.PAD_ID).sum(1) + (arrays["targets"] != data.PAD_ID).sum(1)
+        return batching.pooled_epoch_batches(batching.EpochOrder(data_rng), lengths, global_batch_size, POOL_BATCHES)
+
+    def host_batch(self, split: str, index) -> dict[str, np.ndarray]:
+        """The pairs `index` without the padding columns every row of them has."""
+        return trim(super().host_batch(split, index))
+
+    def eval_batch_indices(self, split: str, num_examples: int, batch_size: int):
+        """The first `num_examples` pairs of `split` in batches of similar source length (a stable sort),
+        so that a batch carries little padding and its translations end at similar steps. Sums over
+        pairs do not depend on the order."""
+        inputs = self.host_split(split)["inputs"][:num_examples]
+        return batching.in_order(len(inputs), batch_size, np.argsort((inputs != data.PAD_ID).sum(1), kind="stable"))
+
+    def host_eval_batch(self, split: str, index) -> dict:
+        """Except on 'eval_train' (not translated), the batch holds its pairs' Spanish texts, tokenised
+        once, as `references`."""
+        batch = self.host_batch(split, index)
+        if split != "eval_train":
+            batch["references"] = bleu_references([self.pairs[split][i][2] for i in index.tolist()])
+        return batch
+
+    def detokenize(self, tokens: np.ndarray) -> list[str]:
+        """Text of each row of token ids, up to its first EOS."""
+        if self._tokenizer is None:
+            self.load_splits()
+            self._tokenizer = data.load_tokenizer(self.tokenizer_model)
+        rows = []
+        for row in tokens.tolist():
+            row = row[: row.index(data.EOS_ID)] if data.EOS_ID in row else row
+            rows.append([t for t in row if t != data.PAD_ID])
+        return self._tokenizer.decode(rows)

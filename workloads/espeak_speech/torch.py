@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
+from harness.backends.torch.workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
 from workloads.espeak_speech import data
 from workloads.espeak_speech.workload import EspeakSpeechWorkload
 
@@ -285,23 +285,6 @@ class Workload(EspeakSpeechWorkload, TorchWorkload):
         """Targets sampled from the model's own predictive distribution (for Gauss-Newton-Bartlett
         curvature estimates such as Sophia-G's): `sample_ctc_labels`."""
         return sample_ctc_labels(*logits_batch)
-
-    def eval_batches(self, split: str, num_examples: int, batch_size: int):
-        """The first `num_examples` utterances of `split` ('eval_train': of train), in batches of
-        similar length (a stable sort by frames), so that a batch is padded to little more than its
-        own utterances. Sums over utterances do not depend on the order."""
-        arrays = self.split_arrays("train" if split == "eval_train" else split)
-        num_examples = min(num_examples, len(arrays["targets"]))
-        order = torch.argsort(arrays["input_lengths"][:num_examples].cpu(), stable=True)
-        for start in range(0, num_examples, batch_size):
-            yield self.gather(arrays, order[start : start + batch_size])
-
-    def prepare_eval_batch(self, batch: dict[str, torch.Tensor]) -> dict:
-        """The batch without the frames past its longest utterance, and with its reference transcripts,
-        decoded once; kept between evaluations."""
-        frames = int(batch["input_lengths"].max())
-        return {**batch, "inputs": batch["inputs"][:, :frames].clone(),
-                "references": [data.decode(row) for row in batch["targets"].cpu().numpy()]}
 
     def eval_sums(self, logits: tuple[torch.Tensor, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         loss = self.loss_fn(batch["targets"], logits)

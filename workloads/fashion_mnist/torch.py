@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.torch_workload import TorchWorkload
+from harness.backends.torch.workload import TorchWorkload
 from workloads.fashion_mnist.workload import FashionMnistWorkload
 
 

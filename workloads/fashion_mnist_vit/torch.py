@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES
+from harness.backends.torch.workload import FUSED_ATTENTION_PARAMETER_TYPES
 from workloads.fashion_mnist import torch as fashion_mnist_torch
 from workloads.fashion_mnist_vit.workload import FashionMnistVitWorkload
 

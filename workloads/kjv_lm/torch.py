@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.torch_workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
+from harness.backends.torch.workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
 from workloads.kjv_lm.workload import SEQUENCE_LENGTH, VOCABULARY_SIZE, KjvLmWorkload
 
 

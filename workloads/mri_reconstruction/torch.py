@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness import spec
-from harness.torch_workload import TorchWorkload
+from harness.backends.torch.workload import TorchWorkload
 from workloads.mri_reconstruction.workload import MriReconstructionWorkload
 
 NUM_CHANNELS = 16  # AlgoPerf fastmri: num_channels = 32

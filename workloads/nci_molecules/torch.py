@@ -10,8 +10,8 @@ init2winit's GNN), scaled down and in plain torch:
   of edges, global], each with an MLP of Linear -> LayerNorm -> ReLU -> Dropout; no weight sharing;
 - the logits are a Linear map of the final globals.
 
-Batches hold whole graphs: `inputs` is a `Graphs` tuple (AlgoPerf's jraph GraphsTuple, with the
-node-to-graph and edge-to-graph indices precomputed), `targets` a (graphs, tasks) float array.
+Batches hold whole graphs: `inputs` is a `Graphs` tuple (`workload.py`), `targets` a (graphs, tasks)
+float array.
 
     python submit.py --workload nci_molecules --submission nadamw
 """
@@ -19,60 +19,18 @@ node-to-graph and edge-to-graph indices precomputed), `targets` a (graphs, tasks
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import numpy as np
 import torch
 from torch import nn
 
-from harness.torch_workload import TorchWorkload
-from workloads.nci_molecules.workload import NciMoleculesWorkload
+from harness.backends.torch.workload import TorchWorkload
+from workloads.nci_molecules.workload import Graphs, NciMoleculesWorkload
 
 # OGB's feature vocabularies (ogb.utils.features.get_atom_feature_dims / get_bond_feature_dims).
 ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
 BOND_FEATURE_DIMS = (5, 6, 2)
 # AlgoPerf ogbg: latent_dim = hidden_dims = 256, 5 message-passing steps, dropout 0.1; scaled down.
 LATENT_DIM, NUM_MESSAGE_PASSING_STEPS, DROPOUT_RATE = 128, 3, 0.1
-
-
-class Graphs(NamedTuple):
-    """A batch of graphs, concatenated: node i belongs to graph node_graph[i], edge e to edge_graph[e]."""
-
-    nodes: torch.Tensor  # (nodes, 9) int64 OGB atom features
-    edges: torch.Tensor  # (edges, 3) int64 OGB bond features
-    senders: torch.Tensor  # (edges,) int64 node index in the batch
-    receivers: torch.Tensor  # (edges,) int64
-    node_graph: torch.Tensor  # (nodes,) int64
-    edge_graph: torch.Tensor  # (edges,) int64
-    num_graphs: int
-
-
-def graph_batch(split: dict[str, torch.Tensor], index: torch.Tensor, device: torch.device) -> dict:
-    """The graphs `index` of a split (CPU tensors of `read_splits`) as one batch on `device`."""
-    node_offsets, edge_offsets = split["node_offsets"], split["edge_offsets"]
-    n_nodes = node_offsets[index + 1] - node_offsets[index]
-    n_edges = edge_offsets[index + 1] - edge_offsets[index]
-    node_rows = _ranges(node_offsets[index], n_nodes)
-    edge_rows = _ranges(edge_offsets[index], n_edges)
-    graph_ids = torch.arange(len(index))
-    batch_node_start = torch.cumsum(n_nodes, 0) - n_nodes
-    edge_index = split["edge_index"][:, edge_rows] + torch.repeat_interleave(batch_node_start, n_edges)
-    graphs = Graphs(
-        nodes=split["node_feat"][node_rows].to(device, torch.int64),
-        edges=split["edge_feat"][edge_rows].to(device, torch.int64),
-        senders=edge_index[0].to(device),
-        receivers=edge_index[1].to(device),
-        node_graph=torch.repeat_interleave(graph_ids, n_nodes).to(device),
-        edge_graph=torch.repeat_interleave(graph_ids, n_edges).to(device),
-        num_graphs=len(index),
-    )
-    return {"inputs": graphs, "targets": split["targets"][index].to(device)}
-
-
-def _ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Concatenation of arange(s, s + l) over (s, l)."""
-    first = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-    return torch.repeat_interleave(starts, lengths) + torch.arange(int(lengths.sum())) - first
 
 
 def lecun_normal_(layer: nn.Linear) -> None:
@@ -150,30 +108,8 @@ class GNN(nn.Module):
 
 
 class Workload(NciMoleculesWorkload, TorchWorkload):
-    def __init__(self, data_dir) -> None:
-        super().__init__(data_dir)
-        self._cpu_splits: dict[str, dict[str, torch.Tensor]] | None = None
-
-    @property
-    def cpu_splits(self) -> dict[str, dict[str, torch.Tensor]]:
-        """The splits as CPU tensors; batches are assembled on the CPU, then moved to the device."""
-        if self._cpu_splits is None:
-            self._cpu_splits = {
-                split: {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-                for split, arrays in self.load_splits().items()
-            }
-        return self._cpu_splits
-
     def build_model(self) -> nn.Module:
-        return GNN(num_tasks=self.cpu_splits["train"]["targets"].shape[1])
-
-    def split_arrays(self, split: str) -> dict[str, torch.Tensor]:
-        """The split's graphs as CPU tensors; batches are assembled on the CPU (`gather`)."""
-        return self.cpu_splits[split]
-
-    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict:
-        """The graphs `index`, whole, as one batch on the device."""
-        return graph_batch(arrays, index, self.device)
+        return GNN(num_tasks=self.host_split("train")["targets"].shape[1])
 
     def eval_sums(self, logits: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         """Summed loss, correct labels and label count; the logits and labels themselves, which the

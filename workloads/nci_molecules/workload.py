@@ -18,11 +18,55 @@ the per-label accuracy of logit > 0.
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from harness import spec
 from workloads.nci_molecules import data
+
+
+class Graphs(NamedTuple):
+    """A batch of graphs, concatenated: node i belongs to graph node_graph[i], edge e to edge_graph[e]
+    (AlgoPerf's jraph GraphsTuple, with the node-to-graph and edge-to-graph indices precomputed).
+    NumPy arrays here; the framework's arrays once a backend has put the batch on its device."""
+
+    nodes: Any  # (nodes, 9) int64 OGB atom features
+    edges: Any  # (edges, 3) int64 OGB bond features
+    senders: Any  # (edges,) int64 node index in the batch
+    receivers: Any  # (edges,) int64
+    node_graph: Any  # (nodes,) int64
+    edge_graph: Any  # (edges,) int64
+    num_graphs: int
+
+
+def graph_batch(split: dict[str, np.ndarray], index: np.ndarray) -> dict[str, Any]:
+    """The graphs `index` of a split (the arrays of `read_splits`), whole, as one batch:
+    {'inputs': Graphs, 'targets': (graphs, tasks)}."""
+    node_offsets, edge_offsets = split["node_offsets"], split["edge_offsets"]
+    n_nodes = node_offsets[index + 1] - node_offsets[index]
+    n_edges = edge_offsets[index + 1] - edge_offsets[index]
+    node_rows = _ranges(node_offsets[index], n_nodes)
+    edge_rows = _ranges(edge_offsets[index], n_edges)
+    graph_ids = np.arange(len(index), dtype=np.int64)
+    batch_node_start = np.cumsum(n_nodes) - n_nodes
+    edge_index = split["edge_index"][:, edge_rows] + np.repeat(batch_node_start, n_edges)
+    graphs = Graphs(
+        nodes=split["node_feat"][node_rows].astype(np.int64),
+        edges=split["edge_feat"][edge_rows].astype(np.int64),
+        senders=edge_index[0],
+        receivers=edge_index[1],
+        node_graph=np.repeat(graph_ids, n_nodes),
+        edge_graph=np.repeat(graph_ids, n_edges),
+        num_graphs=len(index),
+    )
+    return {"inputs": graphs, "targets": split["targets"][index]}
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + l) over (s, l)."""
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + np.arange(int(lengths.sum())) - first
 
 
 def mean_average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -81,6 +125,10 @@ class NciMoleculesWorkload(spec.Workload):
             graphs["targets"] = graphs.pop("labels").astype(np.float32)
             splits[split] = graphs
         return splits, meta["content_sha256"]
+
+    def host_batch(self, split: str, index) -> dict[str, Any]:
+        """The graphs `index`, whole, as one batch (`graph_batch`)."""
+        return graph_batch(self.host_split(split), np.asarray(index))
 
     def metrics_from_sums(self, sums: dict[str, float | np.ndarray]) -> dict[str, float]:
         """Loss and accuracy per label from the sums; mean average precision from the split's

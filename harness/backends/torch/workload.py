@@ -1,23 +1,23 @@
-"""PyTorch side of the workload API: tensors on the device, input queues, model_fn, loss_fn, eval.
+"""PyTorch side of the workload API: batches on the device, model_fn, loss_fn, sync, seeds, checkpoints.
 
-A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free
-facts class, and supplies `build_model()` and `eval_sums()`; it may override `model_inputs()`
-(what the model is called with) and, when its examples are not rows of equal-shaped tensors,
-`split_arrays()` and `gather()` (how a batch is assembled, for training and evaluation alike).
+A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free class
+(`workload.py`: data, batches, metrics), and supplies `build_model()` and `eval_sums()`; it may
+override `model_inputs()` (what the model is called with).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec, torch_checkpoint
-from harness.torch_process import default_device
+from harness import spec
+from harness.backends.torch import checkpoint as torch_checkpoint
+from harness.backends.torch.process import default_device
 
 _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
     ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "weight", spec.ParameterType.CONV_WEIGHT),
@@ -58,8 +58,37 @@ def parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
     return types | declared
 
 
+def _writable(array: np.ndarray) -> np.ndarray:
+    """`array` as torch.from_numpy takes it without a warning: contiguous and writable."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
+def _map_arrays(value: Any, fn: Callable[[np.ndarray], Any]) -> Any:
+    if isinstance(value, np.ndarray):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map_arrays(item, fn) for key, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_map_arrays(item, fn) for item in value))
+    if isinstance(value, tuple):
+        return tuple(_map_arrays(item, fn) for item in value)
+    return value
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(item, fn) for item in value)
+    return value
+
+
 class TorchWorkload(spec.Workload):
-    """Generic PyTorch implementation over in-memory splits `{'inputs', 'targets'}`."""
+    """The PyTorch side of a workload whose framework-free facts, data and metrics come from its
+    `workload.py` class."""
 
     framework = "pytorch"
     output_layer_name = "head"  # the model's final layer; see `is_output_params`
@@ -67,8 +96,6 @@ class TorchWorkload(spec.Workload):
     def __init__(self, data_dir) -> None:
         super().__init__(data_dir)
         self.device = default_device()
-        self._tensors: dict[str, dict[str, torch.Tensor]] | None = None
-        self._eval_batch_cache: dict[tuple[str, int, int], list[dict]] = {}
         self._dropout_rate: float | None = None
         self._batch_norm_updates = True
         self.last_train_loss: tuple[torch.Tensor, torch.Tensor | int] | None = None
@@ -78,58 +105,30 @@ class TorchWorkload(spec.Workload):
     def build_model(self) -> nn.Module:
         """A freshly initialised model (the global torch seed is set by `init_model_fn`)."""
 
-    @abc.abstractmethod
-    def eval_sums(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-batch values that `metrics_from_sums` turns into metrics: scalars (loss, errors,
-        counts) are summed over the split's batches; tensors with a leading batch axis (scores for
-        a metric that needs the whole split, such as average precision) are concatenated."""
+    # ----- data: NumPy batches (spec.Workload) to and from the device -----
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """NumPy arrays (also inside tuples and named tuples) as tensors on the device; the rest as is."""
+        return _map_arrays(batch, self._tensor)
 
-    @abc.abstractmethod
-    def metrics_from_sums(self, sums: dict[str, float | np.ndarray]) -> dict[str, float]:
-        """Final metrics of a split from the accumulated sums (floats) and concatenations (float32
-        numpy arrays) of `eval_sums` (framework-free)."""
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        """`array` copied into a new tensor with torch's default strides, also on a CPU: NumPy gives an
+        axis of size 1 its own stride (a (N, 1, 28, 28) image batch looks channels-last to torch), and
+        torch's convolutions then take another kernel (fashion_mnist's loss moved in the 6th digit)."""
+        source = torch.from_numpy(_writable(array))
+        return torch.empty(source.shape, dtype=source.dtype, device=self.device).copy_(source)
 
-    # ----- data -----
-    @property
-    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        if self._tensors is None:
-            self._tensors = {
-                split: {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in arrays.items()}
-                for split, arrays in self.load_splits().items()
-            }
-        return self._tensors
+    def to_host(self, tree: Any) -> Any:
+        """Tensors as NumPy arrays; the 0-d ones (sums, counts, losses) stacked as float64 and fetched
+        in one transfer."""
+        scalars = []
+        _map_tensors(tree, lambda t: scalars.append(t) if t.dim() == 0 else None)
+        fetched = iter(torch.stack([t.detach().double() for t in scalars]).cpu().numpy() if scalars else ())
+        return _map_tensors(tree, lambda t: next(fetched) if t.dim() == 0 else t.detach().cpu().numpy())
 
-    def split_arrays(self, split: str) -> dict[str, torch.Tensor]:
-        """A split's examples as tensors with a leading example axis (`targets` among them)."""
-        return self.tensors[split]
-
-    def gather(self, arrays: dict[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The batch of examples `index` (an index tensor on any device) of `split_arrays`, on the device."""
-        index = index.to(self.device)
-        return {key: value.index_select(0, index) for key, value in arrays.items()}
-
-    def _build_input_queue(
-        self, data_rng: spec.RandomState, split: str, data_dir: str, global_batch_size: int
-    ) -> Iterator[dict[str, torch.Tensor]]:
-        """Endless epochs of a seeded permutation; the last incomplete batch of an epoch is dropped.
-
-        The data is loaded now (untimed, at initialisation), not at the first `next()`.
-        """
-        del data_dir
-        arrays = self.split_arrays(split)
-        n = len(arrays["targets"])
-        if global_batch_size > n:
-            raise ValueError(f"batch size {global_batch_size} exceeds the {n} examples of split {split!r}")
-        generator = torch.Generator().manual_seed(int(data_rng))
-
-        def batches() -> Iterator[dict[str, torch.Tensor]]:
-            while True:
-                # Moved once an epoch to where the arrays live, so `gather` moves no index in the timed loop.
-                order = torch.randperm(n, generator=generator).to(arrays["targets"].device)
-                for start in range(0, n - global_batch_size + 1, global_batch_size):
-                    yield self.gather(arrays, order[start : start + global_batch_size])
-
-        return batches()
+    def evaluation_mode(self):
+        """Inference mode (not just `no_grad`): a model must not keep tensors made during evaluation
+        for later training."""
+        return torch.inference_mode()
 
     # ----- model -----
     def init_model_fn(self, rng: spec.RandomState) -> tuple[nn.Module, None]:
@@ -237,64 +236,6 @@ class TorchWorkload(spec.Workload):
             self.last_train_loss = (summed, n_valid_examples)
         return {"summed": summed, "n_valid_examples": n_valid_examples, "per_example": per_unit}
 
-    # ----- evaluation -----
-    def _eval_model_on_split(
-        self,
-        split: str,
-        num_examples: int,
-        global_batch_size: int,
-        params: nn.Module,
-        model_state: None,
-        rng: spec.RandomState,
-        data_dir: str,
-        global_step: int = 0,
-    ) -> dict[str, float]:
-        """`eval_sums` accumulated over the split's evaluation batches, in inference mode.
-
-        The batches are assembled once and kept (`cached_eval_batches`). Scalar sums stay on the
-        device until the end, so the loop never waits for the device. Inference mode (not just
-        `no_grad`) means a model must not keep tensors made during evaluation for later training.
-        """
-        del data_dir, global_step
-        batches = self.cached_eval_batches(split, num_examples, global_batch_size)
-        sums: dict[str, torch.Tensor] = {}
-        parts: dict[str, list[torch.Tensor]] = {}
-        with torch.inference_mode():
-            for batch in batches:
-                logits, _ = self.model_fn(
-                    params, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False
-                )
-                for key, value in self.eval_sums(logits, batch).items():
-                    if value.dim() == 0:  # summed in float64: the total barely depends on the batch size
-                        sums[key] = sums[key] + value.double() if key in sums else value.double()
-                    else:
-                        parts.setdefault(key, []).append(value)
-            accumulated = {k: float(v) for k, v in sums.items()}
-            accumulated.update({k: torch.cat(v).float().cpu().numpy() for k, v in parts.items()})
-        return self.metrics_from_sums(accumulated)
-
-    def eval_batches(self, split: str, num_examples: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """The first `num_examples` examples of `split` ('eval_train': of train), in order, in batches."""
-        arrays = self.split_arrays("train" if split == "eval_train" else split)
-        num_examples = min(num_examples, len(arrays["targets"]))
-        for start in range(0, num_examples, batch_size):
-            yield self.gather(arrays, torch.arange(start, min(start + batch_size, num_examples)))
-
-    def prepare_eval_batch(self, batch: dict) -> dict:
-        """Evaluation-side preprocessing of one batch of `eval_batches`, done once per batch and kept
-        (reference texts, padding cut off); the default keeps the batch as it is."""
-        return batch
-
-    def cached_eval_batches(self, split: str, num_examples: int, batch_size: int) -> list[dict]:
-        """`eval_batches`, each through `prepare_eval_batch`, assembled at the first evaluation and
-        kept: the data never changes, so later evaluations only run the model."""
-        key = (split, num_examples, batch_size)
-        if key not in self._eval_batch_cache:
-            with torch.no_grad():
-                batches = self.eval_batches(split, num_examples, batch_size)
-                self._eval_batch_cache[key] = [self.prepare_eval_batch(batch) for batch in batches]
-        return self._eval_batch_cache[key]
-
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -302,11 +243,9 @@ class TorchWorkload(spec.Workload):
     def set_global_seed(self, seed: int) -> None:
         torch.manual_seed(seed)
 
-    def latest_train_loss(self) -> float | None:
-        if self.last_train_loss is None:
-            return None
-        summed, n_valid_examples = self.last_train_loss
-        return float(summed.detach()) / float(n_valid_examples)
+    def take_train_loss(self) -> tuple[torch.Tensor, torch.Tensor | int] | None:
+        taken, self.last_train_loss = self.last_train_loss, None
+        return None if taken is None else (taken[0].detach(), taken[1])
 
     def save_checkpoint(self, path, params, model_state, optimizer_state, loop) -> list[str]:
         return torch_checkpoint.save(path, params, model_state, optimizer_state, loop)

@@ -18,8 +18,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness import spec
-from submissions.torch_foreach import evaluate_closure, groups_with_gradients
-from submissions.torch_schedules import warmup_cosine_decay
+from harness.backends.torch.foreach import evaluate_closure, groups_with_gradients
+from harness.backends.torch.schedules import warmup_cosine_decay
 
 HUTCHINSON_DISTRIBUTIONS = ("gaussian", "rademacher")
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import torch
 
 from harness import spec
-from harness.torch_short_form import MakeOptimizer, standard_functions
+from harness.backends.torch.short_form import MakeOptimizer, standard_functions
 
 BN_BATCHES = 50  # schedulefree README, "Caveats": itertools.islice(train_loader, 50)
 

@@ -1,0 +1,1 @@
+"""PyTorch: the backend of `--framework pytorch` (see `harness/backends/__init__.py`)."""
