@@ -64,25 +64,16 @@ def _writable(array: np.ndarray) -> np.ndarray:
     return array if array.flags.writeable else array.copy()
 
 
-def _map_arrays(value: Any, fn: Callable[[np.ndarray], Any]) -> Any:
-    if isinstance(value, np.ndarray):
+def _map(value: Any, leaf_type: type, fn: Callable[[Any], Any]) -> Any:
+    """`value` with `fn` applied to its leaves of `leaf_type`, inside dicts, lists, tuples and named tuples."""
+    if isinstance(value, leaf_type):
         return fn(value)
     if isinstance(value, dict):
-        return {key: _map_arrays(item, fn) for key, item in value.items()}
+        return {key: _map(item, leaf_type, fn) for key, item in value.items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_map_arrays(item, fn) for item in value))
-    if isinstance(value, tuple):
-        return tuple(_map_arrays(item, fn) for item in value)
-    return value
-
-
-def _map_tensors(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {key: _map_tensors(item, fn) for key, item in value.items()}
+        return type(value)(*(_map(item, leaf_type, fn) for item in value))
     if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(item, fn) for item in value)
+        return type(value)(_map(item, leaf_type, fn) for item in value)
     return value
 
 
@@ -107,8 +98,8 @@ class TorchWorkload(spec.Workload):
 
     # ----- data: NumPy batches (spec.Workload) to and from the device -----
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """NumPy arrays (also inside tuples and named tuples) as tensors on the device; the rest as is."""
-        return _map_arrays(batch, self._tensor)
+        """NumPy arrays (also inside lists, tuples and named tuples) as tensors on the device; the rest as is."""
+        return _map(batch, np.ndarray, self._tensor)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         """`array` copied into a new tensor with torch's default strides, also on a CPU: NumPy gives an
@@ -121,9 +112,9 @@ class TorchWorkload(spec.Workload):
         """Tensors as NumPy arrays; the 0-d ones (sums, counts, losses) stacked as float64 and fetched
         in one transfer."""
         scalars = []
-        _map_tensors(tree, lambda t: scalars.append(t) if t.dim() == 0 else None)
+        _map(tree, torch.Tensor, lambda t: scalars.append(t) if t.dim() == 0 else None)
         fetched = iter(torch.stack([t.detach().double() for t in scalars]).cpu().numpy() if scalars else ())
-        return _map_tensors(tree, lambda t: next(fetched) if t.dim() == 0 else t.detach().cpu().numpy())
+        return _map(tree, torch.Tensor, lambda t: next(fetched) if t.dim() == 0 else t.detach().cpu().numpy())
 
     def evaluation_mode(self):
         """Inference mode (not just `no_grad`): a model must not keep tensors made during evaluation
