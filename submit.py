@@ -143,8 +143,6 @@ def _open_container_runtime() -> containers.Runtime | None:
 
 
 def experiments(runtime: containers.Runtime | None = None) -> list[Experiment]:
-    if FLAGS.framework != "pytorch":
-        raise UserInputError(f"--framework {FLAGS.framework} is not available yet; use pytorch")
     workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
     if not workload_refs or not FLAGS.submission:
         raise UserInputError("no workload or no submission given")

@@ -72,6 +72,12 @@ def measure(workload: spec.Workload, allow_busy: bool = False, blocks: int = BLO
     }
 
 
+def reference_implementation(workload: spec.Workload) -> spec.Workload:
+    """The PyTorch implementation of `workload`: the budget's reference steps are the PyTorch NAdamW
+    baseline's, whatever framework a run then uses (the mini suite's budgets are per workload)."""
+    return workload if workload.framework == "pytorch" else load_workload(workload.name, "pytorch", workload.data_dir)
+
+
 def ensure(workloads: list[spec.Workload]) -> dict | None:
     """The current profile of this machine, with every calibrated workload of `workloads` in it:
     measured now (once, on an idle machine) for those the profile lacks; None if none is calibrated."""
@@ -88,7 +94,7 @@ def ensure(workloads: list[spec.Workload]) -> dict | None:
         for workload in missing:
             print(f"calibrating {workload.name} on this machine (once; its budget scales with the result) ...",
                   file=sys.stderr)
-            profile["workloads"][workload.name] = measure(workload)
+            profile["workloads"][workload.name] = measure(reference_implementation(workload))
             machine_profile.save(path, profile)
             _report(workload, profile)
     return profile

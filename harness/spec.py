@@ -381,6 +381,10 @@ class Workload(abc.ABC):
     def evaluation_mode(self) -> ContextManager:
         """A context in which evaluation runs (no gradients)."""
 
+    def note_step_outputs(self, outputs: Any) -> None:
+        """The trial loop hands over what `update_params` (or `prepare_for_eval`) returned, for
+        frameworks whose `sync` waits on particular arrays (JAX); a no-op by default."""
+
     @abc.abstractmethod
     def sync(self) -> None:
         """Wait until the device has finished all queued work (before the clock is read)."""
@@ -400,8 +404,9 @@ class Workload(abc.ABC):
         data that loads without running code; returns a warning per part of the state left out."""
 
     @abc.abstractmethod
-    def load_checkpoint(self, path: Path, params, optimizer_state) -> tuple[Any, Any, dict]:
-        """Load a checkpoint into live params and a fresh optimizer state: (model_state, optimizer_state, loop)."""
+    def load_checkpoint(self, path: Path, params, optimizer_state) -> tuple[Any, Any, Any, dict]:
+        """Load a checkpoint into freshly initialised params and optimizer state:
+        (params, model_state, optimizer_state, loop)."""
 
     @abc.abstractmethod
     def hardware(self) -> dict[str, Any]:

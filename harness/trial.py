@@ -252,7 +252,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     clock = TrialClock(workload.sync, now, segments=monitor)
     if checkpoint is not None and checkpoint.exists():
         try:
-            model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
+            params, model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
         except Exception as exc:  # noqa: BLE001 - a corrupt or crafted file: report it and start afresh
             _set_aside_unloadable(checkpoint, exc, record, outcome)
             workload.set_global_seed(seeds["step"])
@@ -275,6 +275,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
                 workload, params, workload.model_params_types, model_state, hyperparameters, batch,
                 workload.loss_type, optimizer_state, eval_results, step, step_rng, **extra,
             )
+            workload.note_step_outputs((optimizer_state, params, model_state))
         except spec.TrainingCompleteError:
             training_complete = True
         step += 1
@@ -297,6 +298,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
                 workload, params, workload.model_params_types, model_state, hyperparameters,
                 workload.loss_type, optimizer_state, eval_results, step, step_rng,
             )
+            workload.note_step_outputs((optimizer_state, params, model_state))
         clock.stop_timed()
         if clock.submission_time > budget_sec:
             outcome.status = "budget" if outcome.time_to_target is None else outcome.status

@@ -10,13 +10,7 @@ import torch
 
 from harness import spec
 from harness.backends.torch.schedules import warmup_cosine_decay
-
-# Self-tuning ruleset: torch.optim.AdamW's defaults (lr 1e-3, betas (0.9, 0.999), weight decay 1e-2)
-# with the warmup fraction of AlgoPerf's AdamW search space (search_space.json).
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "learning_rate": 1e-3, "one_minus_beta1": 0.1, "beta2": 0.999, "weight_decay": 1e-2, "warmup_factor": 0.05,
-})
-EPSILON = 1e-8  # AlgoPerf's AdamW baseline
+from submissions.adamw.common import EPSILON, SELF_TUNING_DEFAULTS  # noqa: F401 - read by the harness
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):

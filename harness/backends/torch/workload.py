@@ -242,7 +242,8 @@ class TorchWorkload(spec.Workload):
         return torch_checkpoint.save(path, params, model_state, optimizer_state, loop)
 
     def load_checkpoint(self, path, params, optimizer_state):
-        return torch_checkpoint.load(path, params, optimizer_state)
+        """The live model, loaded in place, and the rest of the checkpoint."""
+        return params, *torch_checkpoint.load(path, params, optimizer_state)
 
     def hardware(self) -> dict[str, object]:
         if self.device.type != "cuda":

@@ -1,0 +1,1 @@
+"""JAX: the backend of `--framework jax` (see `harness/backends/__init__.py`)."""

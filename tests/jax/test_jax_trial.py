@@ -1,0 +1,73 @@
+"""JAX trials in the harness: the step's device work is charged to the submission (the clock blocks on
+the step's outputs before every reading), and a trial resumed from its checkpoint ends exactly as one
+that was never interrupted."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from harness.discovery import load_submission, load_workload
+from harness.records import TrialRecord
+from harness.trial import run_trial
+from support import NullProgress
+
+WORK_MATMULS = 3000
+
+
+@jax.jit
+def device_work(x):
+    """Known device work: WORK_MATMULS dependent 256x256 matrix products."""
+    return jax.lax.fori_loop(0, WORK_MATMULS, lambda i, y: jnp.tanh(y @ x), x)
+
+
+@pytest.fixture(scope="module")
+def workload():
+    return load_workload("fashion_mnist", "jax", "")
+
+
+def test_the_steps_device_work_lands_in_submission_time_not_in_evaluation(workload, tmp_path):
+    x = jnp.full((256, 256), 1e-3)
+    device_work(x).block_until_ready()  # compiled before it is timed
+    start = time.perf_counter()
+    device_work(x).block_until_ready()
+    seconds = time.perf_counter() - start
+
+    def update_params(workload, params, types, model_state, hp, batch, loss_type, optimizer_state, *rest, **kwargs):
+        return {"pending": device_work(x)}, params, model_state  # dispatched, not waited for
+
+    submission = dataclasses.replace(load_submission("nadamw", "jax"), update_params=update_params,
+                                     init_optimizer_state=lambda *args: {})
+    record = TrialRecord(tmp_path / "trial")
+    outcome = run_trial(workload, submission, None, 0, float("inf"), record, NullProgress(), max_global_steps=6,
+                        eval_every_steps=3)
+    assert outcome.status == "stopped", outcome.error
+    row = record.eval_rows[-1]
+    assert row["global_step"] == 6
+    # Six steps of `seconds` each were timed. Without the block on the step's outputs the six dispatches
+    # would take milliseconds, and the work would finish during the (untimed) evaluations.
+    assert row["accumulated_submission_time"] >= 0.8 * 6 * seconds, (row, seconds)
+
+
+def _trial(workload_ref, tmp_path, name, steps):
+    record = TrialRecord(tmp_path / name)
+    outcome = run_trial(load_workload(workload_ref, "jax", ""), load_submission("nadamw", "jax"), None, 0,
+                        float("inf"), record, NullProgress(), max_global_steps=steps, eval_every_steps=3,
+                        checkpoint=tmp_path / name / "checkpoint" / "state.msgpack")
+    assert outcome.error is None, outcome.error
+    return outcome, record
+
+
+def test_a_resumed_trial_ends_exactly_as_an_uninterrupted_one(tmp_path):
+    _, whole = _trial("fashion_mnist", tmp_path, "whole", 6)
+    _trial("fashion_mnist", tmp_path, "interrupted", 3)
+    outcome, resumed = _trial("fashion_mnist", tmp_path, "interrupted", 6)
+    assert [row["global_step"] for row in resumed.eval_rows] == [1, 3, 6]
+    assert resumed.eval_rows[-1]["preemption_count"] == 1
+    metrics = {k: v for k, v in whole.eval_rows[-1].items() if "/" in k}
+    assert metrics == {k: v for k, v in resumed.eval_rows[-1].items() if "/" in k}
+    assert metrics["train/loss"] < whole.eval_rows[0]["train/loss"]  # it trained
