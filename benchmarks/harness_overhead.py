@@ -1,7 +1,7 @@
-"""Harness overhead: the harness's timed step (through `run_trial`) versus a bare PyTorch loop.
+"""Harness overhead: the harness's timed step (through `run_trial`) versus a bare PyTorch or JAX loop.
 
-    python benchmarks/harness_overhead.py [--workload fashion_mnist] [--blocks 40] [--block_steps 10]
-                                          [--threads N] [--clock wall|cpu]
+    python benchmarks/harness_overhead.py [--framework pytorch|jax] [--workload fashion_mnist] [--blocks 40]
+                                          [--block_steps 10] [--threads N] [--clock wall|cpu]
 
 Both sides train their own copy of the same model, from the same initial weights, on the same
 batches (the workload's input queue with the trial's data seed), with the same optimizer and
@@ -28,7 +28,11 @@ half of the blocks (the harness reads other processes' CPU use once a second): t
 summed block times, printed too, includes it (and any outlier). Last, both final models are
 evaluated: equal validation losses show that the two sides did the same training.
 
-Before reading the clock both sides wait for the device (`workload.sync`). `--clock wall` (the
+With `--framework jax` the bare side is a plain loop around the same jitted step that the short form
+compiles (`harness/backends/jax/short_form.train_step`): next batch, the step, nothing else.
+
+Before reading the clock both sides wait for the device (`workload.sync` for the harness, the bare
+loop's own parameters with `jax.block_until_ready` for the bare JAX loop). `--clock wall` (the
 default) is the trial clock's own time source, with torch on all cores as a trial runs; on a CPU
 shared with other work, `--clock cpu --threads 1` counts this process's CPU seconds instead, so
 time lost to other processes drops out (with one thread it equals wall time on an idle machine).
@@ -87,10 +91,48 @@ class BareLoop:
             self.scheduler.step()
             self.step += 1
 
+    def sync(self) -> None:
+        self.workload.sync()
+
     def validation_loss(self) -> float:
         results = self.workload.eval_model(self.workload.eval_batch_size, self.model, self.model_state, 0,
                                            str(self.workload.data_dir), None, self.step)
         return results["validation/loss"]
+
+
+class BareJaxLoop(BareLoop):
+    """A plain JAX loop: next batch, the jitted step of the short form (forward, loss, gradient, the
+    optax update), with the model, batches and optimizer built as the harness's trial builds them."""
+
+    def __init__(self, workload: spec.Workload, submission: Submission, point: dict) -> None:
+        import jax
+
+        from harness.backends.jax.short_form import train_step
+        from submissions.nadamw.jax import make_optimizer
+
+        seeds = trial_seeds(SEED)
+        self.workload, self.hyperparameters = workload, spec.make_hyperparameters(point)
+        self.queue = workload._build_input_queue(seeds["data"], "train", str(workload.data_dir),
+                                                 submission.batch_size(workload)[0])
+        self.model, self.model_state = workload.init_model_fn(seeds["model"])
+        transformation = make_optimizer(self.model, self.hyperparameters, workload)
+        self.optimizer_state = transformation.init(self.model)
+        self.train_step = jax.jit(train_step(workload, transformation, self.hyperparameters))
+        self.step, self.seed = 0, seeds["step"]
+
+    def run(self, steps: int) -> None:
+        from harness.backends.jax.workload import rng_key
+
+        for _ in range(steps):
+            batch = next(self.queue)
+            self.model, self.model_state, self.optimizer_state, _, _ = self.train_step(
+                self.model, self.model_state, self.optimizer_state, batch, rng_key(self.seed + self.step))
+            self.step += 1
+
+    def sync(self) -> None:
+        import jax
+
+        jax.block_until_ready((self.model, self.model_state, self.optimizer_state))
 
 
 def abba_schedule(blocks: int) -> list[list[int]]:
@@ -111,9 +153,9 @@ def measure(workload: spec.Workload, blocks: int, block_steps: int, clock_name: 
         raise ValueError(f"need at least 2 blocks of at least 1 step, got --blocks {blocks} "
                          f"--block_steps {block_steps}")
     clock = CLOCKS[clock_name]
-    submission = load_submission(SUBMISSION, "pytorch")
+    submission = load_submission(SUBMISSION, workload.framework)
     point = search_space.load(submission.search_space_path)[0]
-    bare = BareLoop(workload, submission, point)
+    bare = (BareLoop if workload.framework == "pytorch" else BareJaxLoop)(workload, submission, point)
     bare_seconds = [float("nan")] * blocks
     schedule = abba_schedule(blocks)
 
@@ -121,10 +163,10 @@ def measure(workload: spec.Workload, blocks: int, block_steps: int, clock_name: 
         if boundary == 0:
             bare.run(warmup_steps(block_steps))
         for b in schedule[boundary]:
-            workload.sync()
+            bare.sync()
             start = clock()
             bare.run(block_steps)
-            workload.sync()
+            bare.sync()
             bare_seconds[b] = clock() - start
 
     harness_seconds, last_row = time_harness_blocks(workload, submission, point, blocks, block_steps, clock, between)
@@ -137,6 +179,7 @@ def measure(workload: spec.Workload, blocks: int, block_steps: int, clock_name: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--framework", choices=("pytorch", "jax"), default="pytorch")
     parser.add_argument("--workload", default="fashion_mnist")
     parser.add_argument("--data_dir", default=str(Path.home() / ".cache" / "timetrial" / "data"))
     parser.add_argument("--blocks", type=int, default=40, help="blocks per side (= block pairs)")
@@ -147,15 +190,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    workload = load_workload(args.workload, "pytorch", args.data_dir)
+    workload = load_workload(args.workload, args.framework, args.data_dir)
     shrink_evaluation(workload)
     result = measure(workload, args.blocks, args.block_steps, args.clock)
     interval = median_interval(result["ratios"])
     ratios = np.asarray(result["ratios"])
     per_step = {side: 1e3 * float(np.median(result[side])) / args.block_steps for side in ("harness", "bare")}
     same = "the same" if result["harness_loss"] == result["bare_loss"] else "DIFFERENT"
-    print(f"{args.workload}, {SUBMISSION}, {args.blocks} pairs of {args.block_steps}-step blocks (ABBA order), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {workload.device}, {args.clock} clock")
+    engine = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if args.framework == "jax":
+        import jax
+
+        engine = f"jax {jax.__version__}"
+    print(f"{args.workload} ({args.framework}), {SUBMISSION}, {args.blocks} pairs of {args.block_steps}-step blocks "
+          f"(ABBA order), {engine}, device {workload.device}, {args.clock} clock")
     print(f"per step (median over blocks): harness {per_step['harness']:.2f} ms, bare {per_step['bare']:.2f} ms")
     print("pair ratios: min {:.3f}, quartiles {:.3f} {:.3f} {:.3f}, max {:.3f}".format(
         ratios.min(), *np.quantile(ratios, [0.25, 0.5, 0.75]), ratios.max()))

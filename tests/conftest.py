@@ -36,7 +36,6 @@ def reference_machine_profile(tmp_path_factory):
 def toy_workload(tmp_path):
     return load_workload(str(TOY_WORKLOAD), "pytorch", tmp_path / "data")
 
-
 @pytest.fixture
 def fake_time():
     return FakeTime()

@@ -12,13 +12,7 @@ import torch
 
 from harness import spec
 from harness.backends.torch.schedules import warmup_linear_decay
-
-# Self-tuning ruleset: lr 0.1, momentum 0.9, weight decay 1e-4 (He et al., 2016, ResNet training);
-# warmup, decay length and end factor are feasible points of AlgoPerf's search space (search_space.json).
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "learning_rate": 0.1, "one_minus_beta1": 0.1, "weight_decay": 1e-4, "warmup_factor": 0.05,
-    "decay_steps_factor": 0.9, "end_factor": 1e-2,
-})
+from submissions.sgd_nesterov.common import SELF_TUNING_DEFAULTS  # noqa: F401 - read by the harness
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):

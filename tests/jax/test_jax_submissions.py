@@ -16,7 +16,7 @@ import torch
 from harness.discovery import find_submission, _import_file
 
 STEPS, STEP_HINT = 25, 40  # warmup and the start of the cosine decay fall inside the 25 steps
-TWINS = ["nadamw", "adamw"]
+TWINS = ["nadamw", "adamw", "sgd_nesterov", "lion"]
 
 
 def batches(seed: int = 0):

@@ -71,3 +71,23 @@ def test_a_resumed_trial_ends_exactly_as_an_uninterrupted_one(tmp_path):
     metrics = {k: v for k, v in whole.eval_rows[-1].items() if "/" in k}
     assert metrics == {k: v for k, v in resumed.eval_rows[-1].items() if "/" in k}
     assert metrics["train/loss"] < whole.eval_rows[0]["train/loss"]  # it trained
+
+
+def test_overhead_benchmark_sides_do_the_same_training_in_jax():
+    from benchmarks import harness_overhead
+
+    workload = load_workload("fashion_mnist", "jax", "")
+    harness_overhead.shrink_evaluation(workload, 64)
+    result = harness_overhead.measure(workload, blocks=2, block_steps=1, clock_name="cpu")
+    assert len(result["harness"]) == len(result["bare"]) == 2
+    assert result["harness_loss"] == result["bare_loss"]
+
+
+def test_framework_step_time_benchmark_times_both_frameworks(tmp_path):
+    from benchmarks import framework_step_time
+    from support import TOY_WORKLOAD
+
+    for framework in ("pytorch", "jax"):
+        milliseconds, busy_share = framework_step_time.milliseconds_per_step(str(TOY_WORKLOAD), framework,
+                                                                             str(tmp_path), 2, 2)
+        assert milliseconds > 0 and 0 <= busy_share <= 1

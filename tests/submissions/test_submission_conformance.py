@@ -1,9 +1,9 @@
-"""The conformance table: every submission x every mini workload runs a few steps through `submit.py`
-without error, with finite metrics and a complete run record; and every submission trains the toy
-workload under the self-tuning ruleset.
+"""The conformance table, per framework: every submission x every mini workload of the framework runs
+a few steps through `submit.py` without error, with finite metrics and a complete run record; and
+every submission trains the toy workload under the self-tuning ruleset.
 
-The table is one `submit.py` invocation per workload over all submissions (`--executor inline`: one
-process, so torch is imported once). Each workload runs as itself, through a wrapper folder that only
+The table is one `submit.py` invocation per framework and workload over all the framework's
+submissions (`--executor inline`: one process, so the framework is imported once). Each workload runs as itself, through a wrapper folder that only
 cuts evaluation to EVAL_EXAMPLES examples per split, so the table fits in a few minutes on two CPU
 cores. New submissions and new mini workloads join the table by being discovered.
 """
@@ -17,17 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from support import NullProgress, run_submit
-from harness.discovery import available_submissions, available_workloads, load_submission
+from support import TOY_WORKLOAD, NullProgress, run_submit
+from harness.discovery import available_submissions, available_workloads, load_submission, load_workload
 from harness.records import TrialRecord
 from harness.trial import run_trial
 
-SUBMISSIONS = available_submissions("pytorch")
-WORKLOADS = available_workloads("pytorch", suite="mini")
+FRAMEWORKS = {"pytorch": "torch", "jax": "jax"}  # framework -> its file
+TABLE = [(framework, workload) for framework in FRAMEWORKS for workload in available_workloads(framework, suite="mini")]
+CELLS = [(framework, submission, workload) for framework, workload in TABLE
+         for submission in available_submissions(framework)]
+TOY_CASES = [(framework, submission) for framework in FRAMEWORKS for submission in available_submissions(framework)]
 STEPS = 3
 EVAL_EXAMPLES = 64
 
-WRAPPER = '''from workloads.{name}.torch import Workload as Full
+WRAPPER = '''from workloads.{name}.{file} import Workload as Full
 
 
 class Workload(Full):
@@ -43,17 +46,20 @@ class Table:
     def __init__(self, root: Path) -> None:
         self.root, self.results = root, {}
 
-    def run(self, workload: str) -> tuple[Path, subprocess.CompletedProcess]:
-        if workload not in self.results:
-            folder = self.root / "workloads" / workload
+    def run(self, framework: str, workload: str) -> tuple[Path, subprocess.CompletedProcess]:
+        name = f"{workload}_{framework}"
+        if name not in self.results:
+            folder = self.root / "workloads" / framework / workload
             folder.mkdir(parents=True)
-            (folder / "torch.py").write_text(WRAPPER.format(name=workload, n=EVAL_EXAMPLES))
-            self.results[workload] = run_submit(
-                "--workload", str(folder), "--submission", ",".join(SUBMISSIONS), "--max_global_steps", str(STEPS),
+            file = FRAMEWORKS[framework]
+            (folder / f"{file}.py").write_text(WRAPPER.format(name=workload, file=file, n=EVAL_EXAMPLES))
+            self.results[name] = run_submit(
+                "--framework", framework, "--workload", str(folder),
+                "--submission", ",".join(available_submissions(framework)), "--max_global_steps", str(STEPS),
                 "--eval_every_steps", str(STEPS),  # evaluations after steps 1 and 3 however slow the machine
-                "--experiment_dir", str(self.root / "runs"), "--experiment_name", workload, "--executor", "inline",
+                "--experiment_dir", str(self.root / "runs"), "--experiment_name", name, "--executor", "inline",
             )
-        return self.root / "runs" / workload / f"{workload}_pytorch", self.results[workload]
+        return self.root / "runs" / name / name, self.results[name]
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +67,15 @@ def table(tmp_path_factory) -> Table:
     return Table(tmp_path_factory.mktemp("conformance"))
 
 
-@pytest.mark.parametrize("workload", WORKLOADS)
-def test_the_table_runs_and_exits_0(table, workload):
-    _, result = table.run(workload)
+@pytest.mark.parametrize(("framework", "workload"), TABLE)
+def test_the_table_runs_and_exits_0(table, framework, workload):
+    _, result = table.run(framework, workload)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("workload", WORKLOADS)
-@pytest.mark.parametrize("submission", SUBMISSIONS)
-def test_submission_runs_on_workload_with_a_complete_record(table, submission, workload):
-    records, _ = table.run(workload)
+@pytest.mark.parametrize(("framework", "submission", "workload"), CELLS)
+def test_submission_runs_on_workload_with_a_complete_record(table, framework, submission, workload):
+    records, _ = table.run(framework, workload)
     trial = records / submission / "study_0" / "trial_1"
     summary = json.loads((trial / "summary.json").read_text())
     assert summary["status"] == "stopped", summary.get("error")
@@ -85,13 +90,14 @@ def test_submission_runs_on_workload_with_a_complete_record(table, submission, w
         assert metrics and all(math.isfinite(v) for v in metrics.values()), metrics
 
 
-@pytest.mark.parametrize("submission", SUBMISSIONS)
-def test_submission_trains_the_toy_workload_under_the_self_tuning_ruleset(submission, toy_workload, tmp_path):
+@pytest.mark.parametrize(("framework", "submission"), TOY_CASES)
+def test_submission_trains_the_toy_workload_under_the_self_tuning_ruleset(framework, submission, tmp_path):
+    toy_workload = load_workload(str(TOY_WORKLOAD), framework, tmp_path / "data")
     take, taken = toy_workload.take_train_loss, []
     toy_workload.take_train_loss = lambda: taken.append(take()) or taken[-1]
     record = TrialRecord(tmp_path / "trial")
     outcome = run_trial(
-        toy_workload, load_submission(submission, "pytorch"), None, 0, 60.0, record, NullProgress(), max_global_steps=30
+        toy_workload, load_submission(submission, framework), None, 0, 60.0, record, NullProgress(), max_global_steps=30
     )
     assert outcome.status in ("reached", "stopped"), outcome.error
     assert all(math.isfinite(row["validation/loss"]) for row in record.eval_rows)

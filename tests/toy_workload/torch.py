@@ -1,23 +1,19 @@
-"""A toy workload for the harness tests: a linear classifier on seeded Gaussian blobs (3 classes, 4-D)."""
+"""The toy workload in PyTorch: a linear classifier on the blobs of `workload.py`."""
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
+from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from harness import spec
 from harness.backends.torch.workload import TorchWorkload
 
-
-def blobs(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    targets = rng.integers(0, 3, n)
-    centres = np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]], dtype=np.float32)
-    inputs = centres[targets] + rng.normal(size=(n, 4)).astype(np.float32)
-    return {"inputs": inputs.astype(np.float32), "targets": targets.astype(np.int64)}
+# The folder is also loaded by path (tests/ need not be importable): its workload.py beside this file.
+_spec = importlib.util.spec_from_file_location("timetrial_toy_facts", Path(__file__).with_name("workload.py"))
+_facts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_facts)
 
 
 class LinearModel(nn.Module):
@@ -29,28 +25,7 @@ class LinearModel(nn.Module):
         return self.head(x)
 
 
-class Workload(TorchWorkload):
-    name = "toy"
-    target_metric_name = "error_rate"
-    metric_direction = "min"
-    validation_target_value = 0.2
-    test_target_value = 0.2
-    max_allowed_runtime_sec = 60.0
-    eval_period_time_sec = 0.0
-    step_hint = 50
-    loss_type = spec.LossType.SOFTMAX_CROSS_ENTROPY
-    reference_batch_size = 16
-    num_train_examples = 256
-    num_validation_examples = 64
-    num_test_examples = 64
-    num_eval_train_examples = 64
-    eval_batch_size = 32
-
-    def read_splits(self):
-        splits = {"train": blobs(256, 1), "validation": blobs(64, 2), "test": blobs(64, 3)}
-        digest = hashlib.sha256(b"".join(a.tobytes() for s in splits.values() for a in s.values()))
-        return splits, digest.hexdigest()
-
+class Workload(_facts.ToyWorkload, TorchWorkload):
     def build_model(self) -> nn.Module:
         return LinearModel()
 
@@ -61,6 +36,3 @@ class Workload(TorchWorkload):
             "errors": (logits.argmax(-1) != targets).sum(),
             "count": torch.tensor(float(len(targets))),
         }
-
-    def metrics_from_sums(self, sums):
-        return {"loss": sums["loss"] / sums["count"], "error_rate": sums["errors"] / sums["count"]}

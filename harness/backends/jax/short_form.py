@@ -35,7 +35,7 @@ def standard_functions(make_optimizer: Callable, self_tuning_defaults: spec.Hype
         if not isinstance(transformation, optax.GradientTransformation):
             raise TypeError("make_optimizer must return an optax.GradientTransformation, "
                             f"got {type(transformation).__name__}")
-        compiled["step"] = jax.jit(_train_step(workload, transformation, hyperparameters))
+        compiled["step"] = jax.jit(train_step(workload, transformation, hyperparameters))
         return {"optax": transformation.init(model_params)}
 
     def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters,
@@ -49,7 +49,7 @@ def standard_functions(make_optimizer: Callable, self_tuning_defaults: spec.Hype
     return {"init_optimizer_state": init_optimizer_state, "update_params": update_params}
 
 
-def _train_step(workload, transformation: optax.GradientTransformation, hyperparameters) -> Callable:
+def train_step(workload, transformation: optax.GradientTransformation, hyperparameters) -> Callable:
     dropout_rate = getattr(hyperparameters, "dropout_rate", None)
     label_smoothing = getattr(hyperparameters, "label_smoothing", 0.0)
     grad_clip = getattr(hyperparameters, "grad_clip", None)
