@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", help="comma-separated names (default: the mini suite)")
     parser.add_argument("--framework", default="pytorch")
-    parser.add_argument("--data_dir", default="")
+    parser.add_argument("--data_dir", default=str(Path.home() / ".cache" / "timetrial" / "data"))
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--output", type=Path, help="write the fingerprints here")
     out.add_argument("--compare", type=Path, help="compare with fingerprints written before")

@@ -5,14 +5,13 @@ same parameters. Tolerances: float32 convolutions summed in another order (XLA a
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-import torch
 
 from harness import spec
 from harness.discovery import load_workload
+import parity
+from harness.prepare_data import DEFAULT_DATA_DIR
 from torch_to_flax import convert
 
 BLOCK_LAYERS = ("conv1", "bn1", "conv2", "bn2")
@@ -30,8 +29,8 @@ def module_paths(model) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pair():
-    torch_workload = load_workload("fashion_mnist", "pytorch", "")
-    jax_workload = load_workload("fashion_mnist", "jax", "")
+    torch_workload = load_workload("fashion_mnist", "pytorch", DEFAULT_DATA_DIR)
+    jax_workload = load_workload("fashion_mnist", "jax", DEFAULT_DATA_DIR)
     model, _ = torch_workload.init_model_fn(3)
     jax_params, jax_state = jax_workload.init_model_fn(3)
     params, stats = convert(model, module_paths(model))
@@ -57,30 +56,7 @@ def test_same_weights_and_batch_give_the_same_logits_and_loss(pair, mode):
 
 def test_one_adamw_step_gives_the_same_parameters(pair):
     torch_workload, model, jax_workload, params, state, batch = pair
-    lr, wd = 1e-3, 0.1
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    torch_batch = torch_workload.to_device(batch)
-    logits, _ = torch_workload.model_fn(model, torch_batch, None, spec.ForwardPassMode.TRAIN, 0, update_batch_norm=True)
-    loss = torch_workload.loss_fn(torch_batch["targets"], logits)
-    (loss["summed"] / loss["n_valid_examples"]).backward()
-    optimizer.step()
-    expected, _ = convert(model, module_paths(model))
-
-    jax_batch = jax_workload.to_device(batch)
-
-    def mean_loss(p):
-        out, _ = jax_workload.model_fn(p, jax_batch, state, spec.ForwardPassMode.TRAIN, 0, update_batch_norm=True)
-        summed = jax_workload.loss_fn(jax_batch["targets"], out)
-        return summed["summed"] / summed["n_valid_examples"]
-
-    transformation = optax.adamw(lr, weight_decay=wd)
-    grads = jax.grad(mean_loss)(params)
-    updates, _ = transformation.update(grads, transformation.init(params), params)
-    stepped = optax.apply_updates(params, updates)
-    # Adam's first step moves every weight by about lr (the sign of its gradient): compare the moves.
-    moved = jax.tree_util.tree_map(lambda new, old: np.asarray(new - old), stepped, params)
-    expected_moves = jax.tree_util.tree_map(lambda new, old: new - np.asarray(old), expected, params)
-    for got, want in zip(jax.tree_util.tree_leaves(moved), jax.tree_util.tree_leaves(expected_moves)):
-        agree = np.isclose(got, want, rtol=1e-3, atol=1e-6 * lr / 1e-3)
-        assert agree.mean() > 0.99  # a gradient within float32 noise of 0 may take either sign
-    assert jnp.abs(jax.tree_util.tree_leaves(moved)[0]).max() > 0.5 * lr
+    moved, expected = parity.adamw_moves(torch_workload, model, jax_workload, params, state, batch,
+                                         lambda stepped: convert(stepped, module_paths(stepped))[0])
+    parity.assert_moves_agree(moved, expected)
+    assert abs(moved["conv_stem"]["kernel"]).max() > 0.5 * parity.LR

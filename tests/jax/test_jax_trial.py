@@ -14,6 +14,7 @@ import pytest
 from harness.discovery import load_submission, load_workload
 from harness.records import TrialRecord
 from harness.trial import run_trial
+from harness.prepare_data import DEFAULT_DATA_DIR
 from support import NullProgress
 
 WORK_MATMULS = 3000
@@ -27,7 +28,7 @@ def device_work(x):
 
 @pytest.fixture(scope="module")
 def workload():
-    return load_workload("fashion_mnist", "jax", "")
+    return load_workload("fashion_mnist", "jax", DEFAULT_DATA_DIR)
 
 
 def test_the_steps_device_work_lands_in_submission_time_not_in_evaluation(workload, tmp_path):
@@ -55,7 +56,7 @@ def test_the_steps_device_work_lands_in_submission_time_not_in_evaluation(worklo
 
 def _trial(workload_ref, tmp_path, name, steps):
     record = TrialRecord(tmp_path / name)
-    outcome = run_trial(load_workload(workload_ref, "jax", ""), load_submission("nadamw", "jax"), None, 0,
+    outcome = run_trial(load_workload(workload_ref, "jax", DEFAULT_DATA_DIR), load_submission("nadamw", "jax"), None, 0,
                         float("inf"), record, NullProgress(), max_global_steps=steps, eval_every_steps=3,
                         checkpoint=tmp_path / name / "checkpoint" / "state.msgpack")
     assert outcome.error is None, outcome.error
@@ -76,7 +77,7 @@ def test_a_resumed_trial_ends_exactly_as_an_uninterrupted_one(tmp_path):
 def test_overhead_benchmark_sides_do_the_same_training_in_jax():
     from benchmarks import harness_overhead
 
-    workload = load_workload("fashion_mnist", "jax", "")
+    workload = load_workload("fashion_mnist", "jax", DEFAULT_DATA_DIR)
     harness_overhead.shrink_evaluation(workload, 64)
     result = harness_overhead.measure(workload, blocks=2, block_steps=1, clock_name="cpu")
     assert len(result["harness"]) == len(result["bare"]) == 2

@@ -14,15 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from harness.backends.jax.layers import TORCH_KERNEL_INIT, torch_bias_init
 from harness.backends.jax.workload import JaxWorkload
 from workloads.fashion_mnist.workload import FashionMnistWorkload
 
-TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")  # kaiming_uniform(a=√5)
-
-
-def torch_bias_init(fan_in: int):
-    """torch.nn.Linear's bias initialisation, U(±1/√fan_in)."""
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -1, 1) / jnp.sqrt(fan_in)
 
 
 class BasicBlock(nn.Module):

@@ -113,7 +113,7 @@ class JaxWorkload(spec.Workload):
         example = self.to_device(self.host_batch("train", np.arange(2)))
         variables = jax.jit(lambda key, inputs: self.model.init(key, inputs, train=False))(
             rng_key(rng), self.model_inputs(example))  # `train=False`: no dropout key needed
-        variables = dict(variables)
+        variables = dict(jax.device_put(variables, self.device))  # committed, as the step's outputs: no recompile
         params = variables.pop("params")
         self._param_shapes = jax.tree_util.tree_map(lambda p: spec.ShapeTuple(p.shape), params)
         self._param_types = parameter_types(params)
