@@ -5,6 +5,7 @@ that was never interrupted."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import jax
@@ -92,3 +93,80 @@ def test_framework_step_time_benchmark_times_both_frameworks(tmp_path):
         milliseconds, busy_share = framework_step_time.milliseconds_per_step(str(TOY_WORKLOAD), framework,
                                                                              str(tmp_path), 2, 2)
         assert milliseconds > 0 and 0 <= busy_share <= 1
+
+
+FULL_API_SUBMISSION = '''"""Adam through AlgoPerf's full API in JAX: the submission compiles its own step."""
+import jax
+import optax
+
+from algoperf import spec
+
+TRANSFORMATION = optax.adam(0.05)
+
+
+def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
+    def step(params, model_state, optax_state, batch, key):
+        def mean_loss(params):
+            logits, new_state = workload.model_fn(params, batch, model_state, spec.ForwardPassMode.TRAIN, key, True)
+            loss = workload.loss_fn(batch["targets"], logits)
+            return loss["summed"] / loss["n_valid_examples"], new_state
+
+        (loss, new_state), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+        updates, optax_state = TRANSFORMATION.update(grads, optax_state, params)
+        return optax.apply_updates(params, updates), new_state, optax_state
+
+    return {"optax": TRANSFORMATION.init(model_params), "step": jax.jit(step)}
+
+
+def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters, batch,
+                  loss_type, optimizer_state, eval_results, global_step, rng):
+    params, model_state, optax_state = optimizer_state["step"](
+        current_param_container, model_state, optimizer_state["optax"], batch, jax.random.PRNGKey(rng % 2**31))
+    return {**optimizer_state, "optax": optax_state}, params, model_state
+
+
+def get_batch_size(workload_name):
+    return 16
+'''
+
+
+def test_a_full_api_jax_submission_runs_through_submit_py(tmp_path):
+    from support import TOY_WORKLOAD, run_submit
+
+    path = tmp_path / "adam_full_api.py"
+    path.write_text(FULL_API_SUBMISSION)
+    result = run_submit("--framework", "jax", "--workload", str(TOY_WORKLOAD), "--submission", str(path),
+                        "--tuning_ruleset", "self", "--max_global_steps", "20", "--eval_every_steps", "10",
+                        "--experiment_dir", str(tmp_path / "runs"), "--experiment_name", "full")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trial = tmp_path / "runs" / "full" / "toy_jax" / "adam_full_api" / "study_0" / "trial_1"
+    rows = [json.loads(line) for line in (trial / "eval.jsonl").read_text().splitlines()]
+    assert [row["global_step"] for row in rows] == [1, 10, 20]
+    assert rows[-1]["validation/loss"] < rows[0]["validation/loss"]  # it trained
+    assert json.loads((trial / "meta.json").read_text())["framework"] == "jax"
+    summary = json.loads((trial / "summary.json").read_text())
+    assert any("optimizer_state['step'] (PjitFunction) is not plain data" in w for w in summary["warnings"])
+
+
+def test_a_checkpoint_leaves_out_functions_and_a_resume_keeps_the_fresh_ones(tmp_path):
+    import numpy as np
+    import optax
+
+    from harness.backends.jax import checkpoint
+
+    params = {"w": jnp.arange(3.0)}
+    transformation = optax.adam(0.1)
+    saved_state = {"optax": transformation.update({"w": jnp.ones(3)}, transformation.init(params), params)[1],
+                   "step": jax.jit(lambda x: x), "name": "adam"}
+    warnings = checkpoint.save(tmp_path / "state.msgpack", {"w": params["w"] + 1}, {}, saved_state,
+                               {"eval_results": [(1, {"a": 1.0})], "global_step": 1})
+    assert warnings == ["checkpoint: optimizer_state['step'] (PjitFunction) is not plain data and was not "
+                        "saved; a resumed trial keeps the value that init_optimizer_state builds"]
+    fresh_step = jax.jit(lambda x: 2 * x)
+    fresh = {"optax": transformation.init(params), "step": fresh_step, "name": "adam"}
+    restored_params, _, restored, loop = checkpoint.load(tmp_path / "state.msgpack", params, fresh)
+    assert restored["step"] is fresh_step and restored["name"] == "adam"
+    np.testing.assert_array_equal(restored["optax"][0].mu["w"], saved_state["optax"][0].mu["w"])
+    assert int(restored["optax"][0].count) == 1 and type(restored["optax"]) is type(fresh["optax"])
+    np.testing.assert_array_equal(restored_params["w"], params["w"] + 1)
+    assert loop["eval_results"] == [(1, {"a": 1.0})]

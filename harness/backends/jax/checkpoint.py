@@ -4,7 +4,10 @@ Written with Flax's msgpack serialization (`flax.serialization`): arrays, number
 dicts and lists of them, so reading a checkpoint cannot run code. Pytrees (dicts, lists, tuples,
 named tuples such as optax's states) are stored as their state dicts and restored into the
 structure that the fresh `init_model_fn` and `init_optimizer_state` built, so the live tree keeps
-its types. The file is written to a temporary name, flushed, then renamed.
+its types. Anything else in the optimizer state (a jitted function, an object) is not saved:
+`save` returns a warning naming where it sits, and a resumed trial keeps what the fresh
+`init_optimizer_state` built there, as for torch. The file is written to a temporary name, flushed,
+then renamed.
 """
 
 from __future__ import annotations
@@ -43,13 +46,40 @@ def _lists(value: Any) -> Any:
     return value
 
 
+_UNSAVED = "__timetrial_unsaved__"  # marks a value that was left out
+_PLAIN = (np.ndarray, np.generic, int, float, complex, str, bytes, bool, type(None))
+
+
+def _plain(state: Any, where: str, unsaved: list[str]) -> Any:
+    """A state dict with what msgpack cannot hold replaced by a marker, and named in `unsaved`."""
+    if isinstance(state, dict):
+        return {key: _plain(value, f"{where}[{key!r}]", unsaved) for key, value in state.items()}
+    if isinstance(state, _PLAIN):
+        return state
+    unsaved.append(f"{where} ({type(state).__name__})")
+    return {_UNSAVED: type(state).__name__}
+
+
+def _with_fresh(saved: Any, fresh: Any) -> Any:
+    """The saved state dict with each marker replaced by the fresh state dict's value there."""
+    if isinstance(saved, dict) and _UNSAVED in saved:
+        return fresh
+    if isinstance(saved, dict):
+        return {key: _with_fresh(value, fresh.get(key) if isinstance(fresh, dict) else None)
+                for key, value in saved.items()}
+    return saved
+
+
 def save(path: Path, params, model_state, optimizer_state, loop: dict) -> list[str]:
-    """Write the checkpoint atomically; nothing in a JAX trial's state is left out (no warnings)."""
+    """Write the checkpoint atomically; returns one warning per part of the state that was not saved."""
+    unsaved: list[str] = []
     state = {"params": params, "model_state": model_state, "optimizer_state": optimizer_state}
-    payload = {"state": serialization.to_state_dict(jax.device_get(state)), "random": _host_random_states(),
-               "loop": _lists(loop)}
+    state_dict = serialization.to_state_dict(jax.device_get(state))
+    payload = {"state": {part: _plain(value, part, unsaved) for part, value in state_dict.items()},
+               "random": _host_random_states(), "loop": _lists(loop)}
     atomic_write_bytes(path, serialization.msgpack_serialize(payload))
-    return []
+    return [f"checkpoint: {where} is not plain data and was not saved; a resumed trial keeps the value "
+            "that init_optimizer_state builds" for where in unsaved]
 
 
 def load(path: Path, params, optimizer_state) -> tuple[Any, Any, Any, dict]:
@@ -58,9 +88,17 @@ def load(path: Path, params, optimizer_state) -> tuple[Any, Any, Any, dict]:
     payload = serialization.msgpack_restore(Path(path).read_bytes())
     saved = payload["state"]
     params = serialization.from_state_dict(params, saved["params"])
-    optimizer_state = serialization.from_state_dict(optimizer_state, saved["optimizer_state"])
+    fresh = serialization.to_state_dict(optimizer_state)
+    optimizer_state = serialization.from_state_dict(optimizer_state, _with_fresh(saved["optimizer_state"], fresh))
     model_state = saved["model_state"]
     _set_host_random_states(payload["random"])
     loop = payload["loop"]
     loop["eval_results"] = [(step, results) for step, results in loop["eval_results"]]  # pairs, as the loop keeps them
-    return jax.device_put(params), jax.device_put(model_state), jax.device_put(optimizer_state), loop
+    return _on_device(params), _on_device(model_state), _on_device(optimizer_state), loop
+
+
+def _on_device(tree: Any) -> Any:
+    """The tree with its NumPy arrays on the default device (committed, as the live state is)."""
+    device = jax.devices()[0]
+    return jax.tree_util.tree_map(lambda x: jax.device_put(x, device) if isinstance(x, (np.ndarray, np.generic)) else x,
+                                  tree)
