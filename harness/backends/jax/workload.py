@@ -120,8 +120,10 @@ class JaxWorkload(spec.Workload):
         return params, variables
 
     def is_output_params(self, param_key) -> bool:
-        return _path_names(param_key)[0] == self.output_layer_name if not isinstance(param_key, str) \
-            else param_key.startswith(self.output_layer_name)
+        """Whether a parameter, given by its tree path (as `tree_map_with_path` gives it) or its
+        '/'-joined names, belongs to the output layer."""
+        names = param_key.split("/") if isinstance(param_key, str) else _path_names(param_key)
+        return names[0] == self.output_layer_name
 
     def model_fn(self, params, augmented_and_preprocessed_input_batch, model_state, mode, rng, update_batch_norm,
                  dropout_rate=None):
