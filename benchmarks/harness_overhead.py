@@ -66,15 +66,18 @@ class BareLoop:
     as the harness's trial with seed `SEED` builds them."""
 
     def __init__(self, workload: spec.Workload, submission: Submission, point: dict) -> None:
-        from submissions.nadamw.torch import make_optimizer
-
         seeds = trial_seeds(SEED)
         self.workload, self.hyperparameters = workload, spec.make_hyperparameters(point)
         self.queue = workload._build_input_queue(seeds["data"], "train", str(workload.data_dir),
                                                  submission.batch_size(workload)[0])
         self.model, self.model_state = workload.init_model_fn(seeds["model"])
-        self.optimizer, self.scheduler = make_optimizer(self.model, self.hyperparameters, workload)
-        self.step = 0
+        self.step, self.seed = 0, seeds["step"]
+        self.build_optimizer()
+
+    def build_optimizer(self) -> None:
+        from submissions.nadamw.torch import make_optimizer
+
+        self.optimizer, self.scheduler = make_optimizer(self.model, self.hyperparameters, self.workload)
 
     def run(self, steps: int) -> None:
         workload, hp = self.workload, self.hyperparameters
@@ -104,21 +107,15 @@ class BareJaxLoop(BareLoop):
     """A plain JAX loop: next batch, the jitted step of the short form (forward, loss, gradient, the
     optax update), with the model, batches and optimizer built as the harness's trial builds them."""
 
-    def __init__(self, workload: spec.Workload, submission: Submission, point: dict) -> None:
+    def build_optimizer(self) -> None:
         import jax
 
         from harness.backends.jax.short_form import train_step
         from submissions.nadamw.jax import make_optimizer
 
-        seeds = trial_seeds(SEED)
-        self.workload, self.hyperparameters = workload, spec.make_hyperparameters(point)
-        self.queue = workload._build_input_queue(seeds["data"], "train", str(workload.data_dir),
-                                                 submission.batch_size(workload)[0])
-        self.model, self.model_state = workload.init_model_fn(seeds["model"])
-        transformation = make_optimizer(self.model, self.hyperparameters, workload)
-        self.optimizer_state = transformation.init(self.model)
-        self.train_step = jax.jit(train_step(workload, transformation, self.hyperparameters))
-        self.step, self.seed = 0, seeds["step"]
+        transformation = make_optimizer(self.model, self.hyperparameters, self.workload)
+        self.optimizer_state = jax.device_put(transformation.init(self.model), self.workload.device)
+        self.train_step = jax.jit(train_step(self.workload, transformation, self.hyperparameters))
 
     def run(self, steps: int) -> None:
         from harness.backends.jax.workload import rng_key

@@ -102,11 +102,13 @@ class TorchWorkload(spec.Workload):
         return _map(batch, np.ndarray, self._tensor)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        """`array` copied into a new tensor with torch's default strides, also on a CPU: NumPy gives an
-        axis of size 1 its own stride (a (N, 1, 28, 28) image batch looks channels-last to torch), and
-        torch's convolutions then take another kernel (fashion_mnist's loss moved in the 6th digit)."""
+        """`array` as a tensor on the device with torch's default strides: NumPy gives an axis of size 1
+        its own stride (a (N, 1, 28, 28) image batch then looks channels-last to torch, whose
+        convolutions take another kernel: fashion_mnist's loss moved in the 6th digit). On a CPU the
+        tensor shares the array's memory; on an accelerator it is the one copy to the device."""
         source = torch.from_numpy(_writable(array))
-        return torch.empty(source.shape, dtype=source.dtype, device=self.device).copy_(source)
+        strides = np.cumprod((1, *array.shape[:0:-1]))[::-1].tolist() if array.ndim else []
+        return source.as_strided(source.shape, strides).to(self.device)
 
     def to_host(self, tree: Any) -> Any:
         """Tensors as NumPy arrays; the 0-d ones (sums, counts, losses) stacked as float64 and fetched
