@@ -18,7 +18,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping
 from harness import batching, evaluation
 
 Tensor = Any
-RandomState = Any  # an int seed in TimeTrial; AlgoPerf's torch submissions ignore it too
+RandomState = Any  # an int seed in PyTorch, a PRNG key in JAX (`Workload.random_state`)
 
 
 class LossType(enum.Enum):
@@ -392,6 +392,11 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def set_global_seed(self, seed: int) -> None:
         """Seed the framework's global random state (dropout and other in-step randomness)."""
+
+    def random_state(self, seed: int) -> RandomState:
+        """AlgoPerf's `rng` argument made from one of the trial's integer seeds, in the framework's
+        form: the integer itself here; a PRNG key in JAX."""
+        return seed
 
     @abc.abstractmethod
     def take_train_loss(self) -> tuple[Tensor, Tensor | int] | None:

@@ -171,8 +171,9 @@ def _train_state(clock: TrialClock, outcome: TrialOutcome, training_complete: bo
 
 def _initial_state(workload, submission, hyperparameters, seeds: dict[str, int]) -> tuple:
     """(params, model_state, optimizer_state) as the trial starts."""
-    params, model_state = workload.init_model_fn(seeds["model"])
-    optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters, seeds["optimizer"])
+    params, model_state = workload.init_model_fn(workload.random_state(seeds["model"]))
+    optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters,
+                                                      workload.random_state(seeds["optimizer"]))
     return params, model_state, optimizer_state
 
 
@@ -265,7 +266,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     training_complete = False
     clock.start_timed()
     while True:
-        step_rng = seeds["step"] + step
+        step_rng = workload.random_state(seeds["step"] + step)
         extra = {"train_state": _train_state(clock, outcome, training_complete)} if wants_train_state else {}
         try:
             batch = submission.data_selection(

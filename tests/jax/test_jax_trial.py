@@ -35,9 +35,11 @@ def workload():
 def test_the_steps_device_work_lands_in_submission_time_not_in_evaluation(workload, tmp_path):
     x = jnp.full((256, 256), 1e-3)
     device_work(x).block_until_ready()  # compiled before it is timed
-    start = time.perf_counter()
-    device_work(x).block_until_ready()
-    seconds = time.perf_counter() - start
+    seconds = float("inf")
+    for _ in range(3):  # the least time the work takes: every timed step takes at least about this long
+        start = time.perf_counter()
+        device_work(x).block_until_ready()
+        seconds = min(seconds, time.perf_counter() - start)
 
     def update_params(workload, params, types, model_state, hp, batch, loss_type, optimizer_state, *rest, **kwargs):
         return {"pending": device_work(x)}, params, model_state  # dispatched, not waited for
@@ -121,7 +123,7 @@ def init_optimizer_state(workload, model_params, model_state, hyperparameters, r
 def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters, batch,
                   loss_type, optimizer_state, eval_results, global_step, rng):
     params, model_state, optax_state = optimizer_state["step"](
-        current_param_container, model_state, optimizer_state["optax"], batch, jax.random.PRNGKey(rng % 2**31))
+        current_param_container, model_state, optimizer_state["optax"], batch, rng)  # rng: a PRNG key
     return {**optimizer_state, "optax": optax_state}, params, model_state
 
 

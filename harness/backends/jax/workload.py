@@ -201,6 +201,10 @@ class JaxWorkload(spec.Workload):
         """JAX has no global random state: randomness comes from the `rng` keys of each call."""
         del seed
 
+    def random_state(self, seed: int) -> jax.Array:
+        """A PRNG key, as AlgoPerf's JAX submissions get (`jax.random.split(rng)` works on it)."""
+        return rng_key(seed)
+
     def save_checkpoint(self, path, params, model_state, optimizer_state, loop) -> list[str]:
         return checkpoint.save(path, params, model_state, optimizer_state, loop)
 
