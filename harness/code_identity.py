@@ -7,8 +7,10 @@ never reported for code other than the code that produced it. What is hashed:
 - a submission named after its folder (`my_algo/submission.py`, `my_algo/torch.py`): every Python
   file under that folder (helper modules included);
 - a submission of the library (`submissions/<name>/`): also the library's shared modules
-  (`submissions/*.py`) and its framework's backend (`harness/backends/torch/` for `torch.py`), which
-  holds the library's schedules, averaging and curvature code;
+  (`submissions/*.py`), the folders of the library submissions it imports (`ema` builds on
+  `submissions.nadamw`; followed transitively) and its framework's backend
+  (`harness/backends/torch/` for `torch.py`), which holds the library's schedules, averaging and
+  curvature code;
 - a workload: every Python file in the folders of the classes it is built from (its own folder,
   and e.g. `fashion_mnist/` for `fashion_mnist_vit`), outside the harness.
 
@@ -19,6 +21,7 @@ refused unless the image holds the code of the checkout that plans it.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import os
@@ -55,13 +58,34 @@ def source_hash(root: Path) -> str:
     return files_hash(files, root)
 
 
+def _imported_library_folders(folder: Path, library_dir: Path) -> list[Path]:
+    """`folder` and the library submission folders its Python files import (`submissions.<name>`), transitively."""
+    found, pending = [folder], [folder]
+    while pending:
+        for file in _python_files(pending.pop()):
+            for node in ast.walk(ast.parse(file.read_bytes(), str(file))):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                         else [])
+                if isinstance(node, ast.ImportFrom) and node.module == library_dir.name:  # from submissions import x
+                    names = [f"{node.module}.{alias.name}" for alias in node.names]
+                for name in names:
+                    package, _, rest = name.partition(".")
+                    imported = library_dir / rest.split(".")[0] if package == library_dir.name and rest else None
+                    if imported is not None and imported.is_dir() and imported not in found:
+                        found.append(imported)
+                        pending.append(imported)
+    return found
+
+
 def submission_code_hash(path: Path, library_dir: Path) -> str:
     """The hash of a submission's code (see the module docstring) for its resolved file `path`."""
     path, library_dir = path.resolve(), library_dir.resolve()
     if path.parent.parent == library_dir:
         backend = BACKENDS_DIR / path.stem
         framework_code = _python_files(backend) if backend.is_dir() else []
-        files = _python_files(path.parent) + sorted(library_dir.glob("*.py")) + framework_code
+        folders = [path.parent] + sorted(_imported_library_folders(path.parent, library_dir)[1:])
+        files = [f for folder in folders for f in _python_files(folder)] + sorted(library_dir.glob("*.py")) + framework_code
         return files_hash(files, Path(os.path.commonpath([library_dir, BACKENDS_DIR])))
     return files_hash(_python_files(path.parent) if path.name in FOLDER_NAMED else [path], path.parent)
 

@@ -1,5 +1,6 @@
-"""What a library submission's code hash covers: its folder, the library's shared modules and its
-framework's backend package (where the library's schedules, averaging and curvature code lives)."""
+"""What a library submission's code hash covers: its folder, the library's shared modules, the
+library submissions it imports and its framework's backend package (where the library's schedules,
+averaging and curvature code lives)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,24 @@ def test_a_library_submission_hash_covers_its_frameworks_backend_and_nothing_els
     assert second != first
     (library / "__init__.py").write_text("# shared\n")
     assert digest() not in (first, second)
+
+
+def test_a_library_submission_hash_covers_the_library_submissions_it_imports(tmp_path):
+    library = tmp_path / "submissions"
+    files = {library / "base" / "torch.py": "from submissions.base.common import RATE\n",
+             library / "base" / "common.py": "RATE = 1\n",
+             library / "mid" / "torch.py": "from submissions import base\n",
+             library / "top" / "torch.py": "import math\nfrom submissions.mid.torch import *\n",
+             library / "other" / "torch.py": "RATE = 3\n"}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def digest() -> str:
+        return code_identity.submission_code_hash(library / "top" / "torch.py", library)
+
+    first = digest()
+    (library / "other" / "torch.py").write_text("RATE = 4\n")  # not imported
+    assert digest() == first
+    (library / "base" / "common.py").write_text("RATE = 2\n")  # imported through mid, transitively
+    assert digest() != first
