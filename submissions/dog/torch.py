@@ -18,22 +18,16 @@ import torch
 
 from harness import spec
 from harness.backends.torch.averaging import ModuleAverage, averaging_functions, has_batch_norm
-
-AVERAGING_GAMMA = 8.0  # dog.PolynomialDecayAverager default
-RELATIVE_LEARNING_RATE = 1.0  # DoG's c, "changing it is not recommended" (dog.DoG docstring)
-
-# Self-tuning ruleset: DoG's defaults (weight decay 0); reps_rel is chosen per model in make_optimizer
-# as the package recommends: 1e-6, or 1e-4 for models with BatchNorm.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({"weight_decay": 0.0})
+from submissions.dog.common import (
+    AVERAGING_GAMMA, EPSILON, RELATIVE_LEARNING_RATE, SELF_TUNING_DEFAULTS, self_tuning_point,
+)
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> torch.optim.Optimizer:
-    if hyperparameters is None:
-        reps_rel = 1e-4 if has_batch_norm(model) else 1e-6
-        hyperparameters = spec.make_hyperparameters({**SELF_TUNING_DEFAULTS._asdict(), "reps_rel": reps_rel})
+    hp = self_tuning_point(has_batch_norm(model)) if hyperparameters is None else hyperparameters
     return dog.DoG(
-        model.parameters(), reps_rel=hyperparameters.reps_rel, lr=RELATIVE_LEARNING_RATE,
-        weight_decay=hyperparameters.weight_decay,
+        model.parameters(), reps_rel=hp.reps_rel, lr=RELATIVE_LEARNING_RATE, weight_decay=hp.weight_decay,
+        eps=EPSILON,
     )
 
 

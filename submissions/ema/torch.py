@@ -11,19 +11,13 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.nadamw.torch import SELF_TUNING_DEFAULTS as NADAMW_DEFAULTS
-from submissions.nadamw.torch import make_optimizer
 from harness.backends.torch.averaging import ExponentialMovingAverage, averaging_functions
-
-# Self-tuning ruleset: NAdamW's (the nadamw submission's), with an averaging horizon of 5% of
-# step_hint, the same window as the lawa submission's default (5 snapshots 1% apart); chosen here,
-# not taken from a paper.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({**NADAMW_DEFAULTS._asdict(), "ema_horizon_factor": 0.05})
+from submissions.ema.common import SELF_TUNING_DEFAULTS, decay
+from submissions.nadamw.torch import make_optimizer
 
 
 def make_averager(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> ExponentialMovingAverage:
-    horizon = hyperparameters.ema_horizon_factor * workload.step_hint
-    return ExponentialMovingAverage(model, decay=max(0.0, 1.0 - 1.0 / horizon))
+    return ExponentialMovingAverage(model, decay=decay(hyperparameters, workload.step_hint))
 
 
 _functions = averaging_functions(make_optimizer, make_averager, SELF_TUNING_DEFAULTS)

@@ -11,20 +11,14 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from submissions.nadamw.torch import SELF_TUNING_DEFAULTS as NADAMW_DEFAULTS
-from submissions.nadamw.torch import make_optimizer
 from harness.backends.torch.averaging import LatestWeightAverage, averaging_functions
-
-# Self-tuning ruleset: NAdamW's (the nadamw submission's), with k = 5 snapshots taken 1% of step_hint
-# apart (a 5% window); chosen here, not taken from a paper (Kaddour snapshots once per epoch).
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    **NADAMW_DEFAULTS._asdict(), "lawa_queue_length": 5, "lawa_interval_factor": 0.01,
-})
+from submissions.lawa.common import SELF_TUNING_DEFAULTS, interval
+from submissions.nadamw.torch import make_optimizer
 
 
 def make_averager(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> LatestWeightAverage:
-    interval = max(1, round(hyperparameters.lawa_interval_factor * workload.step_hint))
-    return LatestWeightAverage(model, queue_length=hyperparameters.lawa_queue_length, interval=interval)
+    return LatestWeightAverage(model, queue_length=hyperparameters.lawa_queue_length,
+                               interval=interval(hyperparameters, workload.step_hint))
 
 
 _functions = averaging_functions(make_optimizer, make_averager, SELF_TUNING_DEFAULTS)

@@ -12,24 +12,14 @@ import torch
 
 from harness import spec
 from harness.backends.torch.averaging import schedule_free_functions
-
-EPSILON = 1e-8  # AdamWScheduleFree default
-WEIGHT_LR_POWER = 2.0  # AdamWScheduleFree default: c_{t+1} ∝ γ_t²
-
-# Self-tuning ruleset: the hyperparameters of the authors' AlgoPerf self-tuning submission
-# (schedulefree/algoperf/self_tuning/schedule_free_adamw/submission.py, HPARAMS).
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "learning_rate": 0.0025, "one_minus_beta1": 0.1, "beta2": 0.9955159689799007,
-    "weight_decay": 0.08121616522670176, "warmup_factor": 0.02, "r": 0.75, "label_smoothing": 0.2,
-    "dropout_rate": 0.1,
-})
+from submissions.schedule_free_adamw.common import EPSILON, SELF_TUNING_DEFAULTS, WEIGHT_LR_POWER, warmup_steps
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload) -> torch.optim.Optimizer:
     hp = hyperparameters or SELF_TUNING_DEFAULTS
     return schedulefree.AdamWScheduleFree(
         model.parameters(), lr=hp.learning_rate, betas=(1.0 - hp.one_minus_beta1, hp.beta2), eps=EPSILON,
-        weight_decay=hp.weight_decay, warmup_steps=int(hp.warmup_factor * workload.step_hint), r=hp.r,
+        weight_decay=hp.weight_decay, warmup_steps=warmup_steps(hp, workload.step_hint), r=hp.r,
         weight_lr_power=WEIGHT_LR_POWER,
     )
 

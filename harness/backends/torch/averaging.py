@@ -15,9 +15,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import torch
 
 from harness import spec
+from harness.averaging import BN_BATCHES
 from harness.backends.torch.short_form import MakeOptimizer, standard_functions
-
-BN_BATCHES = 50  # schedulefree README, "Caveats": itertools.islice(train_loader, 50)
 
 
 def exchange(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> None:

@@ -1,0 +1,24 @@
+"""NAdamW (AlgoPerf's baseline, `submissions/nadamw/jax.py`) evaluated at LAWA, the latest-weight average
+(Kaddour, 2022, arXiv:2209.14981; Sanyal et al., 2023, arXiv:2306.03241), in JAX: the mean of the latest
+k snapshots of the weights, one every ν steps, returned by `prepare_for_eval` once k snapshots exist while
+training goes on from the live weights (`harness/backends/jax/averaging.py`). ν is a fraction of step_hint.
+
+    python submit.py --framework jax --workload kjv_lm --submission lawa
+"""
+
+from __future__ import annotations
+
+from harness import spec
+from harness.backends.jax.averaging import LatestWeightAverage, averaging_functions
+from submissions.lawa.common import SELF_TUNING_DEFAULTS, interval
+from submissions.nadamw.jax import make_optimizer
+
+
+def make_averager(params, hyperparameters, workload: spec.Workload) -> LatestWeightAverage:
+    return LatestWeightAverage(hyperparameters.lawa_queue_length, interval(hyperparameters, workload.step_hint))
+
+
+_functions = averaging_functions(make_optimizer, make_averager, SELF_TUNING_DEFAULTS)
+init_optimizer_state = _functions["init_optimizer_state"]
+update_params = _functions["update_params"]
+prepare_for_eval = _functions["prepare_for_eval"]
