@@ -16,22 +16,13 @@ import torch
 
 from harness import spec
 from harness.backends.torch.schedules import warmup_cosine_decay
-
-LEARNING_RATE = 1.0  # "Set the LR parameter to 1.0" (dadaptation README)
-EPSILON = 1e-8  # DAdaptAdam default
-
-# Self-tuning ruleset: DAdaptAdam's β = (0.9, 0.999); weight decay 1e-2, torch.optim.AdamW's default,
-# since the README advises decoupled decay at the usual AdamW value or a few times more; warmup 5%
-# as in AlgoPerf's AdamW search space ("use the same learning rate scheduler you would normally use").
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "one_minus_beta1": 0.1, "beta2": 0.999, "weight_decay": 1e-2, "warmup_factor": 0.05,
-})
+from submissions.dadapt_adam.common import D0, EPSILON, LEARNING_RATE, SELF_TUNING_DEFAULTS
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
     hp = hyperparameters or SELF_TUNING_DEFAULTS
     optimizer = dadaptation.DAdaptAdam(
         model.parameters(), lr=LEARNING_RATE, betas=(1.0 - hp.one_minus_beta1, hp.beta2), eps=EPSILON,
-        weight_decay=hp.weight_decay, decouple=True,
+        weight_decay=hp.weight_decay, decouple=True, d0=D0,
     )
     return optimizer, warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)

@@ -16,27 +16,16 @@ square kernels). See `shape_scale`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from harness import spec
 from harness.backends.torch.foreach import evaluate_closure, groups_with_gradients
 from harness.backends.torch.schedules import warmup_cosine_decay
+from submissions.muon import common
+from submissions.muon.common import (ADAM_BETAS, ADAM_EPSILON, NEWTON_SCHULZ_COEFFICIENTS, NEWTON_SCHULZ_STEPS,
+                                     SELF_TUNING_DEFAULTS, is_hidden_matrix, shape_scale)
 
-NEWTON_SCHULZ_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of the reference's quintic iteration
-NEWTON_SCHULZ_STEPS = 5  # reference default
-NEWTON_SCHULZ_DTYPE = torch.bfloat16  # the reference runs the iteration in bfloat16
-ADAM_BETAS = (0.9, 0.95)  # reference MuonWithAuxAdam defaults for the AdamW groups
-ADAM_EPSILON = 1e-10
-
-# Self-tuning ruleset: the reference's defaults (Muon lr 0.02, momentum 0.95, weight decay 0; AdamW lr 3e-4,
-# weight decay 0); warmup 5% as in AlgoPerf's AdamW search space.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "learning_rate": 0.02, "one_minus_momentum": 0.05, "weight_decay": 0.0, "adam_learning_rate": 3e-4,
-    "adam_weight_decay": 0.0, "warmup_factor": 0.05,
-})
-
+NEWTON_SCHULZ_DTYPE = getattr(torch, common.NEWTON_SCHULZ_DTYPE)  # bfloat16, as the reference
 
 def orthogonalize(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, dtype: torch.dtype = NEWTON_SCHULZ_DTYPE):
     r"""Approximate U Vᵀ of the matrix G = U S Vᵀ (`update` viewed as (first dimension, the rest)) with the
@@ -60,27 +49,6 @@ def orthogonalize(update: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS, dtype:
         polynomial = b * gram + (c * gram) @ gram
         x = a * x + polynomial @ x
     return (x.mT if transpose else x).reshape(update.shape)
-
-
-def shape_scale(shape: torch.Size | tuple[int, ...]) -> float:
-    r"""The factor √max(1, A/B) on a hidden tensor's orthogonalised update.
-
-    A matrix (rows, cols), as in the reference: A/B = rows/cols. A 4-D convolution kernel
-    (out, in, k_h, k_w): A/B = k_h/k_w, as the reference's `muon_update` computes it (KellerJordan/Muon
-    muon.py line 40 at 857d1ad: the sizes of the unflattened gradient, after line 38 has flattened only
-    the copy it orthogonalises), i.e. 1 for square kernels. muon.py from 8f71d32 to 28c793b (November
-    2024 to January 2025) scaled by the flattened matrix's out/(in·k_h·k_w) instead, which this
-    submission used to follow; the CIFAR-10 example the reference's README links (cifar10-airbench
-    airbench94_muon.py at 28bff5f, lines 83-85) has no shape scale at all. Other ranks (the 3-D kernels
-    (out, in, k) of a Conv1d), which the reference's `zeropower_via_newtonschulz5` would orthogonalise
-    slice by slice as a stack of (in, k) matrices, are orthogonalised here as the (out, in·k) matrix,
-    as the reference's docstring says of convolution weights, and A/B is that matrix's rows/cols.
-    """
-    if len(shape) == 4:
-        rows, cols = shape[-2], shape[-1]
-    else:
-        rows, cols = shape[0], math.prod(shape[1:])
-    return math.sqrt(max(1.0, rows / cols))
 
 
 class Muon(torch.optim.Optimizer):
@@ -160,12 +128,10 @@ class Muon(torch.optim.Optimizer):
 
 
 def hidden_matrix_names(model: torch.nn.Module, workload: spec.Workload) -> set[str]:
-    """Parameters that Muon updates: two or more dimensions, not an embedding, not the output layer."""
+    """The names of the parameters that Muon updates (`is_hidden_matrix`)."""
     types = workload.model_params_types
-    return {
-        name for name, p in model.named_parameters()
-        if p.dim() >= 2 and types[name] != spec.ParameterType.EMBEDDING and not workload.is_output_params(name)
-    }
+    return {name for name, p in model.named_parameters()
+            if is_hidden_matrix(p.dim(), types[name], workload.is_output_params(name))}
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):

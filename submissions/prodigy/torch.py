@@ -15,21 +15,13 @@ import torch
 
 from harness import spec
 from harness.backends.torch.schedules import warmup_cosine_decay
-
-LEARNING_RATE = 1.0  # "We recommend using lr=1. (default) for all networks" (prodigyopt README)
-
-# Self-tuning ruleset: Prodigy's defaults (β = (0.9, 0.999), weight decay 0, d_coef 1) and no warmup:
-# plain cosine annealing, the README's scheduler.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "one_minus_beta1": 0.1, "beta2": 0.999, "weight_decay": 0.0, "d_coef": 1.0, "warmup_factor": 0.0,
-})
+from submissions.prodigy.common import D0, EPSILON, LEARNING_RATE, SELF_TUNING_DEFAULTS, uses_safeguard_warmup
 
 
 def make_optimizer(model: torch.nn.Module, hyperparameters, workload: spec.Workload):
     hp = hyperparameters or SELF_TUNING_DEFAULTS
     optimizer = prodigyopt.Prodigy(
-        model.parameters(), lr=LEARNING_RATE, betas=(1.0 - hp.one_minus_beta1, hp.beta2),
-        weight_decay=hp.weight_decay, d_coef=hp.d_coef,
-        safeguard_warmup=hp.warmup_factor > 0,  # the README's advice for linear warm-up
+        model.parameters(), lr=LEARNING_RATE, betas=(1.0 - hp.one_minus_beta1, hp.beta2), eps=EPSILON,
+        weight_decay=hp.weight_decay, d0=D0, d_coef=hp.d_coef, safeguard_warmup=uses_safeguard_warmup(hp),
     )
     return optimizer, warmup_cosine_decay(optimizer, workload.step_hint, hp.warmup_factor)

@@ -14,20 +14,10 @@ import torch
 
 from harness import spec
 from harness.backends.torch.schedules import warmup_cosine_decay
+from submissions.soap import common
+from submissions.soap.common import EIGH_SHIFT, EPSILON, SELF_TUNING_DEFAULTS, preconditioned_dims
 
-EPSILON = 1e-8  # official SOAP default
-MAX_PRECONDITIONER_DIM = 10_000  # official default: larger dimensions (vocabularies) stay unrotated
-# The official code (nikhilvyas/SOAP soap.py at a1e5535) decomposes in float32: its statistics L_i are
-# created in the default dtype, float32 (line 234), and `get_orthogonal_matrix` / `get_orthogonal_matrix_QR`
-# cast any other dtype to float32 before eigh and QR (lines 346-368, 388-421).
-DECOMPOSITION_DTYPE = torch.float32
-
-# Self-tuning ruleset: the official defaults (lr 3e-3, β = (0.95, 0.95), weight decay 0.01, eigenbasis
-# refresh every 10 steps); warmup 5% as in AlgoPerf's AdamW search space.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({
-    "learning_rate": 3e-3, "one_minus_beta1": 0.05, "beta2": 0.95, "weight_decay": 0.01,
-    "precondition_frequency": 10, "warmup_factor": 0.05,
-})
+DECOMPOSITION_DTYPE = getattr(torch, common.DECOMPOSITION_DTYPE)  # float32, as the official code
 
 
 def _rotate(x: torch.Tensor, bases: list[torch.Tensor | None], back: bool = False) -> torch.Tensor:
@@ -96,12 +86,9 @@ class SOAP(torch.optim.Optimizer):
         state["step"] = 0
         state["exp_avg"] = torch.zeros_like(grad)
         state["exp_avg_sq"] = torch.zeros_like(grad)
-        sizes = grad.shape if grad.dim() >= 2 else ()
-        dtype = SOAP._preconditioner_dtype(grad)
-        state["statistics"] = [
-            torch.zeros(n, n, device=grad.device, dtype=dtype) if n <= MAX_PRECONDITIONER_DIM else None
-            for n in sizes
-        ]
+        dims, dtype = preconditioned_dims(grad.shape), SOAP._preconditioner_dtype(grad)
+        state["statistics"] = [torch.zeros(n, n, device=grad.device, dtype=dtype) if i in dims else None
+                               for i, n in enumerate(grad.shape)]
         SOAP._accumulate(state, grad, shampoo_beta)
         state["bases"] = [None if s is None else SOAP._eigenbasis(s) for s in state["statistics"]]
 
@@ -125,7 +112,7 @@ class SOAP(torch.optim.Optimizer):
         L's dtype (official `get_orthogonal_matrix`, soap.py lines 346-368)."""
         matrix = statistic.to(DECOMPOSITION_DTYPE)
         identity = torch.eye(matrix.shape[0], device=matrix.device, dtype=matrix.dtype)
-        eigenvectors = torch.linalg.eigh(matrix + 1e-30 * identity).eigenvectors
+        eigenvectors = torch.linalg.eigh(matrix + EIGH_SHIFT * identity).eigenvectors
         return torch.flip(eigenvectors, dims=[1]).to(statistic.dtype)
 
     @staticmethod
