@@ -47,3 +47,42 @@ def convert(module: torch.nn.Module, modules: dict[str, str]) -> tuple[dict, dic
     if set(n for n, p in module.named_parameters()) - {f"{n}.{k}" for n in modules for k in ("weight", "bias")}:
         raise ValueError("some torch parameters have no Flax path")
     return params, stats
+
+
+def indexed_path(torch_name: str) -> str:
+    """`decoder.0.mlp.3` -> `decoder_0/mlp_3`: an index joins the name of its container, as Linen names
+    the modules of a list."""
+    path: list[str] = []
+    for part in torch_name.split("."):
+        if part.isdigit():
+            path[-1] += f"_{part}"
+        else:
+            path.append(part)
+    return "/".join(path)
+
+
+def convert_layers(module: torch.nn.Module, flax_path=indexed_path) -> dict:
+    """Flax params of `module`'s Linear (with or without bias), LayerNorm and Embedding layers, each at
+    `flax_path(its torch name)`; every torch parameter must be placed."""
+    params, placed = {}, set()
+    for name, layer in module.named_modules():
+        if isinstance(layer, torch.nn.Linear):
+            weight = "kernel", dense_kernel(layer.weight)
+        elif isinstance(layer, torch.nn.LayerNorm):
+            weight = "scale", layer.weight.detach().numpy()
+        elif isinstance(layer, torch.nn.Embedding):
+            weight = "embedding", layer.weight.detach().numpy()
+        else:
+            continue
+        bias = getattr(layer, "bias", None)
+        for leaf, value in [weight] + ([("bias", bias.detach().numpy())] if bias is not None else []):
+            set_path(params, f"{flax_path(name)}/{leaf}", value)
+        placed.update(f"{name}.{p}" for p, _ in layer.named_parameters(recurse=False))
+    if placed != {name for name, _ in module.named_parameters()}:
+        raise ValueError("some torch parameters have no Flax path")
+    return params
+
+
+def conv1d_kernel(weight: torch.Tensor) -> np.ndarray:
+    """(out, in / groups, k) -> Flax's (k, in / groups, out)."""
+    return weight.detach().numpy().transpose(2, 1, 0)

@@ -24,13 +24,8 @@ import torch
 from torch import nn
 
 from harness.backends.torch.workload import TorchWorkload
-from workloads.nci_molecules.workload import Graphs, NciMoleculesWorkload
-
-# OGB's feature vocabularies (ogb.utils.features.get_atom_feature_dims / get_bond_feature_dims).
-ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
-BOND_FEATURE_DIMS = (5, 6, 2)
-# AlgoPerf ogbg: latent_dim = hidden_dims = 256, 5 message-passing steps, dropout 0.1; scaled down.
-LATENT_DIM, NUM_MESSAGE_PASSING_STEPS, DROPOUT_RATE = 128, 3, 0.1
+from workloads.nci_molecules.workload import (ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, DROPOUT_RATE, LATENT_DIM,
+                                              NUM_MESSAGE_PASSING_STEPS, Graphs, NciMoleculesWorkload)
 
 
 def lecun_normal_(layer: nn.Linear) -> None:

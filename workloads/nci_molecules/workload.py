@@ -25,6 +25,13 @@ import numpy as np
 from harness import spec
 from workloads.nci_molecules import data
 
+# OGB's feature vocabularies (ogb.utils.features.get_atom_feature_dims / get_bond_feature_dims).
+ATOM_FEATURE_DIMS = (119, 5, 12, 12, 10, 6, 6, 2, 2)
+BOND_FEATURE_DIMS = (5, 6, 2)
+# The graph network's sizes (torch.py, jax.py). AlgoPerf ogbg: latent_dim = hidden_dims = 256, 5
+# message-passing steps, dropout 0.1; scaled down.
+LATENT_DIM, NUM_MESSAGE_PASSING_STEPS, DROPOUT_RATE = 128, 3, 0.1
+
 
 class Graphs(NamedTuple):
     """A batch of graphs, concatenated: node i belongs to graph node_graph[i], edge e to edge_graph[e]
