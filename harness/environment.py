@@ -44,7 +44,7 @@ def hardware(accelerator: dict) -> dict:
     return info
 
 
-def software(packages: tuple[str, ...] = ("torch", "numpy", "scipy", "jax", "jaxlib", "optax")) -> dict:
+def software(packages: tuple[str, ...] = ("torch", "numpy", "scipy", "jax", "jaxlib", "flax", "optax")) -> dict:
     versions = {"python": platform.python_version()}
     for package in packages:
         try:

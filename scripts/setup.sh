@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages="$(grep -v '^#' scripts/debian-packages.txt | tr '\n' ' ')"
-extras=""
+extras="[jax]"
 if [ "${1:-}" = "--test" ]; then
   packages="$packages chromium pocketsphinx-testdata"
   extras="[dev]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 import subprocess
@@ -97,6 +98,23 @@ def test_same_image_and_seed_give_identical_metrics_and_records_name_the_image(i
     owned = {p.stat().st_uid for p in (tmp_path / "runs").rglob("*")}
     assert owned == {os.getuid()}  # what the containers wrote belongs to the caller
     assert trial_containers(client, trial_dir(tmp_path, "first")) == []  # removed when done
+
+
+def test_a_jax_trial_runs_in_the_container_with_the_images_jax(image, tmp_path):
+    result = run_submit(*QUICK, "--framework", "jax", "--max_global_steps", "20", "--eval_every_steps", "10",
+                        "--budget_scale", "1", *docker_args(tmp_path, "jax"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial = tmp_path / "runs" / "jax" / "fashion_mnist_jax" / "nadamw" / "study_0" / "trial_1"
+    meta = json.loads((trial / "meta.json").read_text())
+    assert meta["framework"] == "jax" and meta["docker_image_id"] == image.id
+    versions = _client().containers.run(
+        IMAGE, entrypoint=["python3", "-c", "import jax, flax, optax; print(jax.__version__, flax.__version__, optax.__version__)"],
+        network_mode="none", remove=True).decode().split()
+    assert [meta["software"][name] for name in ("jax", "flax", "optax")] == versions  # the container's, not the host's
+    rows = metric_columns(trial / "eval.jsonl")
+    assert [r["global_step"] for r in rows] == [1, 10, 20]
+    assert all(math.isfinite(v) for row in rows for k, v in row.items() if k != "global_step")
+    assert trial_containers(_client(), trial) == []
 
 
 def test_a_sweep_runs_each_trial_in_a_container_of_its_own_with_cpus_of_its_own(image, tmp_path):
