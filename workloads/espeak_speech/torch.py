@@ -21,28 +21,17 @@ from __future__ import annotations
 
 import math
 
-import jiwer
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.backends.torch.workload import FUSED_ATTENTION_PARAMETER_TYPES, TorchWorkload
 from workloads.espeak_speech import data
-from workloads.espeak_speech.workload import EspeakSpeechWorkload
+from workloads.espeak_speech.workload import (CONVOLUTION_KERNEL, DEPTH, FEED_FORWARD_EXPANSION, HEADS, NUM_CLASSES,
+                                              WIDTH, EspeakSpeechWorkload, greedy_texts, subsampled_lengths,
+                                              word_errors)
 
-WIDTH = 96  # AlgoPerf: 512; sized so that step_hint steps take about 2 minutes on a 2-core CPU
-DEPTH = 3  # AlgoPerf: 4
-HEADS = 4  # AlgoPerf: 8 heads of 64; here 4 heads of 24
-FEED_FORWARD_EXPANSION = 4  # AlgoPerf's ConformerConfig
-CONVOLUTION_KERNEL = 5  # AlgoPerf's ConformerConfig.convolution_kernel_size
-NUM_CLASSES = 1 + len(data.ALPHABET)
 _DEAD = -1e30  # log-probability of unreachable CTC states: finite, so that gradients stay finite
-
-
-def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
-    """Frames left after the two stride-2 convolutions (padding 1): ceil(ceil(n / 2) / 2)."""
-    return (lengths + 3) // 4
 
 
 class Subsampling(nn.Module):
@@ -223,14 +212,7 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torc
 
 def greedy_decode(logits: torch.Tensor, paddings: torch.Tensor) -> list[str]:
     """Best class per frame, repeats collapsed, blanks removed (AlgoPerf's `greedy_decode`), as text."""
-    best = logits.argmax(-1).cpu().numpy()
-    lengths = (1.0 - paddings).sum(1).long().cpu().numpy()
-    texts = []
-    for row, n in zip(best, lengths):
-        row = row[:n]
-        collapsed = row[np.r_[True, row[1:] != row[:-1]]] if n else row
-        texts.append(data.decode(collapsed))
-    return texts
+    return greedy_texts(logits.argmax(-1).cpu().numpy(), (1.0 - paddings).sum(1).long().cpu().numpy())
 
 
 def sample_ctc_labels(logits: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
@@ -244,12 +226,6 @@ def sample_ctc_labels(logits: torch.Tensor, paddings: torch.Tensor) -> torch.Ten
     rows = torch.arange(path.shape[0], device=path.device)[:, None].expand_as(path)
     labels[rows[keep], (keep.cumsum(1) - 1)[keep]] = path[keep]
     return labels
-
-
-def word_errors(references: list[str], hypotheses: list[str]) -> tuple[int, int]:
-    """(substitutions + deletions + insertions, reference words) over utterances, by jiwer."""
-    result = jiwer.process_words(references, hypotheses)
-    return result.substitutions + result.deletions + result.insertions, sum(len(r.split()) for r in references)
 
 
 class Workload(EspeakSpeechWorkload, TorchWorkload):

@@ -14,10 +14,20 @@ per target character (`ctc_loss`).
 
 from __future__ import annotations
 
+import jiwer
 import numpy as np
 
 from harness import batching, spec
 from workloads.espeak_speech import data
+
+# The Conformer's size, the same in every framework (`torch.py`, `jax.py`, where the differences from
+# AlgoPerf's model are listed).
+WIDTH = 96  # AlgoPerf: 512; sized so that step_hint steps take about 2 minutes on a 2-core CPU
+DEPTH = 3  # AlgoPerf: 4
+HEADS = 4  # AlgoPerf: 8 heads of 64; here 4 heads of 24
+FEED_FORWARD_EXPANSION = 4  # AlgoPerf's ConformerConfig
+CONVOLUTION_KERNEL = 5  # AlgoPerf's ConformerConfig.convolution_kernel_size
+NUM_CLASSES = 1 + len(data.ALPHABET)
 
 
 def pad(rows: list[np.ndarray], width: int, dtype) -> np.ndarray:
@@ -26,6 +36,39 @@ def pad(rows: list[np.ndarray], width: int, dtype) -> np.ndarray:
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
     return out
+
+
+def subsampled_lengths(lengths):
+    """Frames left after the model's two stride-2 convolutions (kernel 3, padding 1): ceil(ceil(n / 2) / 2)."""
+    return (lengths + 3) // 4
+
+
+def static_shapes(batch: dict, frame_multiple: int, label_multiple: int) -> dict:
+    """The batch with `inputs` cut or zero-padded to its longest utterance rounded up to a multiple of
+    `frame_multiple` frames, and `targets` zero-padded to a multiple of `label_multiple` characters: a
+    few batch shapes, for a framework that compiles one program per shape."""
+    inputs, targets = batch["inputs"], batch["targets"]
+    frames = -(-int(batch["input_lengths"].max()) // frame_multiple) * frame_multiple
+    labels = -(-targets.shape[1] // label_multiple) * label_multiple
+    return {**batch, "inputs": pad(inputs[:, :frames], frames, inputs.dtype),
+            "targets": pad(targets, labels, targets.dtype)}
+
+
+def greedy_texts(best_classes: np.ndarray, frames: np.ndarray) -> list[str]:
+    """Greedy CTC decoding (AlgoPerf's `greedy_decode`) of each utterance's best class per frame
+    (batch, frames'): its first `frames` classes, repeats collapsed, blanks removed, as text."""
+    texts = []
+    for row, n in zip(best_classes, frames):
+        row = row[:n]
+        collapsed = row[np.r_[True, row[1:] != row[:-1]]] if n else row
+        texts.append(data.decode(collapsed))
+    return texts
+
+
+def word_errors(references: list[str], hypotheses: list[str]) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words) over utterances, by jiwer."""
+    result = jiwer.process_words(references, hypotheses)
+    return result.substitutions + result.deletions + result.insertions, sum(len(r.split()) for r in references)
 
 
 class EspeakSpeechWorkload(spec.Workload):
