@@ -19,20 +19,9 @@ from harness import spec
 from harness.discovery import load_workload
 from harness.prepare_data import DEFAULT_DATA_DIR
 import parity
-from torch_to_flax import dense_kernel, set_path
+from torch_to_flax import dense_kernel, indexed_path as flax_path, set_path
 
 SEED = 3
-
-
-def flax_path(torch_name: str) -> str:
-    """`blocks.0.mlp.2` -> `blocks_0/mlp_2`: an index joins the name of its container."""
-    path: list[str] = []
-    for part in torch_name.split("."):
-        if part.isdigit():
-            path[-1] += f"_{part}"
-        else:
-            path.append(part)
-    return "/".join(path)
 
 
 def convert(model: torch.nn.Module) -> dict:
