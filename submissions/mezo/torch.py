@@ -19,21 +19,12 @@ training loss is ℓ₋, within O(ε) of L(θ).
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
 from harness import spec
-from harness.spec import ParameterType
-
-# Weight decay skips biases and normalisation parameters, as the official trainer skips "bias" and
-# "layer_norm" names (princeton-nlp/MeZO, large_models/trainer.py).
-NO_DECAY = {
-    ParameterType.BIAS, ParameterType.BATCH_NORM_SCALE, ParameterType.BATCH_NORM_BIAS,
-    ParameterType.LAYER_NORM_SCALE, ParameterType.LAYER_NORM_BIAS, ParameterType.ATTENTION_BIAS,
-}
-
-# Self-tuning ruleset: the paper's ε = 1e-3 and a constant learning rate from its grid for RoBERTa-large
-# (1e-7 ... 1e-5), the largest, for small models trained from scratch; weight decay 0 as in its runs.
-SELF_TUNING_DEFAULTS = spec.make_hyperparameters({"learning_rate": 1e-5, "epsilon": 1e-3, "weight_decay": 0.0})
+from submissions.mezo.common import NO_DECAY, SELF_TUNING_DEFAULTS
 
 
 def init_optimizer_state(
@@ -46,11 +37,16 @@ def init_optimizer_state(
     return {"decay": [types[name] not in NO_DECAY for name, _ in model_params.named_parameters()]}
 
 
+def _directions(params: list[torch.Tensor], seed: int) -> Iterator[torch.Tensor]:
+    """z ~ N(0, I), regenerated from `seed` one parameter at a time, in parameter order."""
+    generator = torch.Generator(device=params[0].device).manual_seed(seed)
+    return (torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype) for p in params)
+
+
 def _perturb(params: list[torch.Tensor], seed: int, scale: float) -> None:
     """θ ← θ + scale · z, with z regenerated from `seed`."""
-    generator = torch.Generator(device=params[0].device).manual_seed(seed)
-    for p in params:
-        p.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), alpha=scale)
+    for p, z in zip(params, _directions(params, seed)):
+        p.add_(z, alpha=scale)
 
 
 def _loss(workload: spec.Workload, model: torch.nn.Module, model_state, batch: dict, rng) -> float:
@@ -78,9 +74,7 @@ def update_params(
     _perturb(params, seed, -2.0 * epsilon)
     loss_minus = _loss(workload, model, model_state, batch, rng)
     projected_grad = (loss_plus - loss_minus) / (2.0 * epsilon)
-    generator = torch.Generator(device=params[0].device).manual_seed(seed)
-    for p, decay in zip(params, optimizer_state["decay"]):
-        z = torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    for p, z, decay in zip(params, _directions(params, seed), optimizer_state["decay"]):
         p.add_(z, alpha=epsilon)
         if decay:
             p.mul_(1.0 - hp.learning_rate * hp.weight_decay)

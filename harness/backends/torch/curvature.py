@@ -90,22 +90,26 @@ def twice_differentiable():
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def hutchinson_probes(params: Sequence[torch.Tensor], distribution: str) -> list[torch.Tensor]:
+    """One probe z per parameter, drawn in parameter order from the global generator:
+    `randint_like(p, 0, 2) * 2 - 1` for Rademacher, `randn_like(p)` for Gaussian."""
+    if distribution not in HUTCHINSON_DISTRIBUTIONS:
+        raise ValueError(f"unknown probe distribution {distribution!r}; choose one of {HUTCHINSON_DISTRIBUTIONS}")
+    if distribution == "rademacher":
+        return [torch.randint_like(p, 0, 2) * 2.0 - 1.0 for p in params]
+    return [torch.randn_like(p) for p in params]
+
+
 def hutchinson_diagonal(
     loss: torch.Tensor, params: Sequence[torch.Tensor], distribution: str
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The gradient g = ∇L and one Hutchinson probe of the Hessian, z ⊙ (∇²L z), for each parameter.
+    """The gradient g = ∇L and one Hutchinson probe of the Hessian, z ⊙ (∇²L z), for each parameter,
+    with z from `hutchinson_probes` (drawn after the gradient).
 
-    Costs one backward pass with `create_graph=True` and one Hessian-vector product. The probes are
-    drawn in parameter order from the global generator: `randint_like(p, 0, 2) * 2 - 1` for
-    Rademacher, `randn_like(p)` for Gaussian.
+    Costs one backward pass with `create_graph=True` and one Hessian-vector product.
     """
-    if distribution not in HUTCHINSON_DISTRIBUTIONS:
-        raise ValueError(f"unknown probe distribution {distribution!r}; choose one of {HUTCHINSON_DISTRIBUTIONS}")
     grads = torch.autograd.grad(loss, params, create_graph=True)
-    if distribution == "rademacher":
-        probes = [torch.randint_like(p, 0, 2) * 2.0 - 1.0 for p in params]
-    else:
-        probes = [torch.randn_like(p) for p in params]
+    probes = hutchinson_probes(params, distribution)
     hessian_probes = torch.autograd.grad(grads, params, grad_outputs=probes)
     return [g.detach() for g in grads], [z * hz for z, hz in zip(probes, hessian_probes)]
 
