@@ -6,6 +6,8 @@
     path/to/my_algo.py                     a submission outside the repo, named `my_algo`
     path/to/my_algo/submission.py          AlgoPerf's convention: named after its folder, `my_algo`
     path/to/my_algo/                       a folder holding the framework file or `submission.py`
+    submissions/<name>/alias.json          `{"submission": "<other>"}`: <name> is another name for
+                                           submissions/<other> (its records carry <other>'s name)
 
 The framework file is `torch.py` for `--framework pytorch` and `jax.py` for `--framework jax`.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ WORKLOADS_DIR = REPO_ROOT / "workloads"
 SUBMISSIONS_DIR = REPO_ROOT / "submissions"
 FRAMEWORK_FILES = {"pytorch": "torch", "jax": "jax"}
 REQUIRED_FUNCTIONS = ("init_optimizer_state", "update_params")
+ALIAS_FILE = "alias.json"
 ALGOPERF_FILE = "submission.py"  # AlgoPerf names every submission file so; the folder names it
 SEARCH_SPACE_FILES = ("search_space.json", "tuning_search_space.json")  # TimeTrial's name, AlgoPerf's
 
@@ -182,13 +186,26 @@ def find_submission(name_or_path: str, framework: str) -> SubmissionFile:
         path = path.resolve()
         name = path.parent.name if path.name in (filename, ALGOPERF_FILE) else path.stem
         return SubmissionFile(name, path)
-    path = SUBMISSIONS_DIR / name_or_path / filename
+    name = resolve_alias(name_or_path)
+    path = SUBMISSIONS_DIR / name / filename
     if not path.is_file():
         raise UserInputError(
             f"unknown submission {name_or_path!r} for framework {framework}; give a path to a .py file "
             f"or one of: {', '.join(available_submissions(framework))}"
         )
-    return SubmissionFile(name_or_path, path)
+    return SubmissionFile(name, path)
+
+
+def resolve_alias(name: str) -> str:
+    """The submission that `submissions/<name>/alias.json` names, or `name` itself. One algorithm keeps one
+    name in the records, whichever name ran it, so scoring never counts it twice."""
+    alias = SUBMISSIONS_DIR / name / ALIAS_FILE
+    if not alias.is_file():
+        return name
+    target = json.loads(alias.read_text())["submission"]
+    if not (SUBMISSIONS_DIR / target).is_dir() or (SUBMISSIONS_DIR / target / ALIAS_FILE).is_file():
+        raise UserInputError(f"{alias} names {target!r}, which is not a submission folder")
+    return target
 
 
 def _import_file(name: str, path: Path) -> ModuleType:

@@ -18,7 +18,7 @@ from harness.discovery import load_workload
 from harness.errors import DataMissingError, UserInputError
 from workloads.bible_translation import data
 from workloads.bible_translation.torch import Transformer
-from workloads.bible_translation.workload import bleu_from_statistics, bleu_statistics
+from harness.bleu import bleu_from_statistics, bleu_statistics
 from workloads.kjv_lm import data as kjv
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"

@@ -11,7 +11,7 @@ import pytest
 from harness import spec
 from harness.discovery import load_workload
 from support import nadamw_on_one_batch
-from workloads.bible_translation.workload import bleu_references, bleu_statistics
+from harness.bleu import bleu_references, bleu_statistics
 
 DATA_DIR = Path.home() / ".cache" / "timetrial" / "data"
 

@@ -34,9 +34,10 @@ from flax import linen as nn
 from harness import spec
 from harness.backends.jax.layers import torch_layer_norm
 from harness.backends.jax.workload import JaxWorkload
+from harness.bleu import bleu_statistics
 from workloads.bible_translation import data
 from workloads.bible_translation.workload import (
-    DECODER_LAYERS, ENCODER_LAYERS, HEADS, LAYER_NORM_EPS, MLP_WIDTH, WIDTH, BibleTranslationWorkload, bleu_statistics)
+    DECODER_LAYERS, ENCODER_LAYERS, HEADS, LAYER_NORM_EPS, MLP_WIDTH, WIDTH, BibleTranslationWorkload)
 
 # Both sides are padded to the longer one's length rounded up to a multiple of this. On a 2-core CPU a
 # NAdamW step on 8 pairs compiles in about 4 s of CPU time, inside the timed budget, and then takes 21 /

@@ -24,9 +24,10 @@ from torch import nn
 
 from harness import spec
 from harness.backends.torch.workload import TorchWorkload
+from harness.bleu import bleu_statistics
 from workloads.bible_translation import data
 from workloads.bible_translation.workload import (
-    DECODER_LAYERS, ENCODER_LAYERS, HEADS, LAYER_NORM_EPS, MLP_WIDTH, WIDTH, BibleTranslationWorkload, bleu_statistics,
+    DECODER_LAYERS, ENCODER_LAYERS, HEADS, LAYER_NORM_EPS, MLP_WIDTH, WIDTH, BibleTranslationWorkload,
 )
 
 

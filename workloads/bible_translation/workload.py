@@ -17,12 +17,10 @@ smoothing); the train subset reports only these, to keep evaluation cheap.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 
 from harness import batching, spec
-from harness.errors import DataMissingError
+from harness.bleu import bleu_from_statistics, bleu_references
 from workloads.bible_translation import data
 
 POOL_BATCHES = 16  # training batches are formed from pools of this many batches sorted by length
@@ -30,64 +28,11 @@ POOL_BATCHES = 16  # training batches are formed from pools of this many batches
 # layers, 32k vocabulary); 3 + 3 layers learned no faster per second than 2 + 2 here, nor did an MLP of width 512.
 WIDTH, HEADS, MLP_WIDTH, ENCODER_LAYERS, DECODER_LAYERS = 128, 4, 128, 2, 2
 LAYER_NORM_EPS = 1e-6  # AlgoPerf's wmt
-MAX_NGRAM_ORDER = 4  # BLEU's n-gram orders 1..4 (Papineni et al., 2002; sacrebleu's default)
-BLEU_KEYS = (
-    [f"bleu_correct_{n}" for n in range(1, MAX_NGRAM_ORDER + 1)]
-    + [f"bleu_total_{n}" for n in range(1, MAX_NGRAM_ORDER + 1)]
-    + ["bleu_sys_len", "bleu_ref_len"]
-)
-
-
-def _bleu_class():
-    try:
-        from sacrebleu.metrics import BLEU
-    except ImportError as exc:
-        raise DataMissingError("the bible_translation workload needs sacrebleu; pip install sacrebleu") from exc
-    return BLEU
-
-
-class BleuReferences(NamedTuple):
-    """Reference texts tokenised and counted once (a sacrebleu scorer's reference cache), for scoring
-    translations of them at every evaluation."""
-
-    count: int
-    scorer: Any
-
-
-def bleu_references(references: list[str]) -> BleuReferences:
-    """`references` prepared once for `bleu_statistics`."""
-    return BleuReferences(len(references), _bleu_class()(references=[references]))
-
-
-def bleu_statistics(hypotheses: list[str], references: list[str] | BleuReferences) -> dict[str, float]:
-    """BLEU's sufficient statistics of a batch of detokenised translations (sacrebleu's 13a tokeniser);
-    the statistics of a corpus are the sums over its batches. `references`: one text per hypothesis,
-    or `bleu_references` of them (the same statistics)."""
-    if not isinstance(references, BleuReferences):
-        score = _bleu_class()().corpus_score(hypotheses, [references])
-    elif len(hypotheses) == references.count:
-        score = references.scorer.corpus_score(hypotheses, None)
-    else:
-        raise ValueError(f"{len(hypotheses)} translations for {references.count} references")
-    values = list(score.counts) + list(score.totals) + [score.sys_len, score.ref_len]
-    return {key: float(value) for key, value in zip(BLEU_KEYS, values)}
-
-
 def trim(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The batch without the padding columns that every row has (inputs and targets cut separately)."""
     input_length = int((batch["inputs"] != data.PAD_ID).sum(1).max())
     target_length = int((batch["targets"] != data.PAD_ID).sum(1).max())
     return {k: v[:, : input_length if k == "inputs" else target_length] for k, v in batch.items()}
-
-
-def bleu_from_statistics(sums: dict[str, float]) -> float:
-    """Corpus BLEU (0-100) from summed statistics, with sacrebleu's default exponential smoothing."""
-    correct = [int(sums[f"bleu_correct_{n}"]) for n in range(1, MAX_NGRAM_ORDER + 1)]
-    total = [int(sums[f"bleu_total_{n}"]) for n in range(1, MAX_NGRAM_ORDER + 1)]
-    score = _bleu_class().compute_bleu(
-        correct, total, int(sums["bleu_sys_len"]), int(sums["bleu_ref_len"]), smooth_method="exp"
-    )
-    return float(score.score)
 
 
 class BibleTranslationWorkload(spec.Workload):
