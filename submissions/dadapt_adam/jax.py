@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from harness import spec
+from harness.backends.jax.conditional_step import step_if
 from harness.backends.jax.schedules import warmup_cosine_decay
 from submissions.dadapt_adam.common import D0, EPSILON, LEARNING_RATE, SELF_TUNING_DEFAULTS
 
@@ -66,9 +67,7 @@ def scale_by_dadapt_adam(learning_rate: optax.Schedule, b1: float, b2: float, we
             lambda m, v, p: -dlr * weight_decay * p - m / (jnp.sqrt(v) + eps), exp_avg, exp_avg_sq, params)
         stepped = DAdaptAdamState(state.count + 1, d, numerator, exp_avg, exp_avg_sq, s)
         skipped = state._replace(count=state.count + 1)
-        active = (lr > 0) & (s_norm > 0)
-        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), stepped, skipped)
-        return jax.tree_util.tree_map(lambda u: jnp.where(active, u, 0), updates), new_state
+        return step_if((lr > 0) & (s_norm > 0), updates, stepped, skipped)
 
     return optax.GradientTransformation(init, update)
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from harness import spec
+from harness.backends.jax.conditional_step import step_if
 from harness.backends.jax.schedules import warmup_cosine_decay
 from submissions.prodigy.common import D0, EPSILON, LEARNING_RATE, SELF_TUNING_DEFAULTS, uses_safeguard_warmup
 
@@ -73,9 +74,7 @@ def scale_by_prodigy(learning_rate: optax.Schedule, b1: float, b2: float, weight
             exp_avg, exp_avg_sq, params)
         stepped = ProdigyState(state.count + 1, new_d, numerator, exp_avg, exp_avg_sq, s, state.initial_params)
         skipped = state._replace(count=state.count + 1)
-        active = (lr > 0) & (denominator > 0)
-        new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(active, new, old), stepped, skipped)
-        return jax.tree_util.tree_map(lambda u: jnp.where(active, u, 0), updates), new_state
+        return step_if((lr > 0) & (denominator > 0), updates, stepped, skipped)
 
     return optax.GradientTransformation(init, update)
 
