@@ -83,32 +83,21 @@ class WmtWorkload(spec.Workload):
     num_train_examples = 5_906_184  # pairs (the train split holds them packed into fewer rows)
     num_validation_examples = 3_000
     num_test_examples = 3_003
-
-    @property
-    def reference_batch_size(self) -> int:
-        """AlgoPerf's baselines' get_batch_size('wmt'), 128; TEST_BATCH_SIZE for the test model."""
-        return TEST_BATCH_SIZE if test_model_requested() else 128
-
-    @property
-    def eval_batch_size(self) -> int:
-        """AlgoPerf's, 128; TEST_BATCH_SIZE for the test model."""
-        return TEST_BATCH_SIZE if test_model_requested() else 128
-
-    @property
-    def num_eval_train_examples(self) -> int:
-        """AlgoPerf rounds the validation size up to a multiple of the evaluation batch size: 3,072
-        (data.NUM_EVAL_TRAIN pairs are prepared); TEST_EVAL_TRAIN_PAIRS for the test model."""
-        return TEST_EVAL_TRAIN_PAIRS if test_model_requested() else math.ceil(3_000 / 128) * 128
-
-    @property
-    def max_decode_length(self) -> int:
-        """Tokens a translation may have: MAX_DECODE_LENGTH; TEST_MAX_DECODE_LENGTH for the test model."""
-        return TEST_MAX_DECODE_LENGTH if test_model_requested() else MAX_DECODE_LENGTH
+    reference_batch_size = 128  # AlgoPerf's baselines' get_batch_size('wmt')
+    eval_batch_size = 128
+    # AlgoPerf rounds the validation size up to a multiple of the evaluation batch size: 3,072
+    # (data.NUM_EVAL_TRAIN pairs are prepared).
+    num_eval_train_examples = math.ceil(3_000 / 128) * 128
+    max_decode_length = MAX_DECODE_LENGTH  # tokens a translation may have
 
     def __init__(self, data_dir) -> None:
         super().__init__(data_dir)
         self._tokenizer = None
         self._manifest: dict | None = None
+        if test_model_requested():
+            self.reference_batch_size = self.eval_batch_size = TEST_BATCH_SIZE
+            self.num_eval_train_examples = TEST_EVAL_TRAIN_PAIRS
+            self.max_decode_length = TEST_MAX_DECODE_LENGTH
 
     # ----- data -----
     def prepare_dataset(self, source_dir: Path | None) -> None:
