@@ -275,7 +275,7 @@ def test_evaluation_gives_the_same_sums_and_metrics(pair, translating):
                 totals[key] = totals.get(key, 0.0) + float(sums[key])
     targets = torch_workload.host_split("validation")["targets"][:EVAL_EXAMPLES]
     assert totals["tokens"] == (np.asarray(targets) != PAD_ID).sum()  # the empty rows count nothing
-    assert totals["bleu_sys_len"] > totals["bleu_ref_len"] > 0 and totals["correct"] > 0
+    assert totals["bleu_sys_len"] > 0 and totals["bleu_ref_len"] > 0 and totals["correct"] > 0
     metrics = torch_workload.metrics_from_sums(totals)
     assert set(metrics) == {"loss", "accuracy", "bleu"} and metrics["bleu"] == 0.0
 

@@ -32,7 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from harness import spec
-from harness.backends.jax.layers import torch_layer_norm
+from harness.backends.jax.layers import dropout, torch_layer_norm, with_encoder_decoder_types
 from harness.backends.jax.workload import JaxWorkload
 from harness.bleu import bleu_statistics
 from workloads.bible_translation import data
@@ -45,9 +45,6 @@ from workloads.bible_translation.workload import (
 # 3 compilations and about 35 ms a step on average. Each side padded to a multiple of 16 on its own costs
 # the same per step but compiles 9 times; a multiple of 32, 4 times and about 45 ms a step.
 LENGTH_BUCKET = 16
-ATTENTION_PARAMETER_TYPES = {"qkv": spec.ParameterType.ATTENTION_QKV, "q": spec.ParameterType.ATTENTION_Q,
-                             "kv": spec.ParameterType.ATTENTION_KV, "out": spec.ParameterType.ATTENTION_OUT}
-
 layer_norm = torch_layer_norm(LAYER_NORM_EPS)
 dense = partial(nn.Dense, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.normal(1e-6))
 
@@ -57,14 +54,6 @@ def sinusoidal_positions(length: int, width: int) -> jax.Array:
     position = jnp.arange(length, dtype=jnp.float32)[:, None]
     frequency = jnp.exp(jnp.arange(width // 2) * (-math.log(10_000.0) / (width // 2 - 1)))
     return jnp.concatenate((jnp.sin(position * frequency), jnp.cos(position * frequency)), axis=1)
-
-
-def dropout(module: nn.Module, x, rate: float, train: bool):
-    """Each unit zeroed with probability `rate`, the rest scaled by 1 / (1 − rate), in training only
-    (`nn.Dropout`, whose rate is fixed when the module is built; here it comes with the call)."""
-    if not train or rate == 0.0:
-        return x
-    return jnp.where(jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape), x / (1.0 - rate), 0.0)
 
 
 class Attention(nn.Module):
@@ -257,17 +246,8 @@ class Workload(BibleTranslationWorkload, JaxWorkload):
 
     def init_model_fn(self, rng: spec.RandomState):
         params, model_state = super().init_model_fn(rng)
-        self._param_types = jax.tree_util.tree_map_with_path(self._retyped, self._param_types)
+        self._param_types = with_encoder_decoder_types(self._param_types)
         return params, model_state
-
-    @staticmethod
-    def _retyped(path, kind: spec.ParameterType) -> spec.ParameterType:
-        """torch's types for what the generic naming rule misses: the attention projections and the
-        final LayerNorms `encoder_ln`, `decoder_ln`."""
-        module, leaf = (entry.key for entry in path[-2:])
-        if module in ("encoder_ln", "decoder_ln"):
-            return spec.ParameterType.LAYER_NORM_SCALE if leaf == "scale" else spec.ParameterType.LAYER_NORM_BIAS
-        return ATTENTION_PARAMETER_TYPES.get(module, kind)
 
     def model_inputs(self, batch: dict) -> dict:
         """Inputs and targets: the decoder reads the targets shifted right (teacher forcing)."""

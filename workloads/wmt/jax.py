@@ -35,13 +35,10 @@ from flax import linen as nn
 
 from harness import spec
 from harness.backends.jax.beam_search import beam_search
-from harness.backends.jax.layers import torch_layer_norm
+from harness.backends.jax.layers import dropout, torch_layer_norm, with_encoder_decoder_types
 from harness.backends.jax.workload import JaxWorkload
 from workloads.wmt.data import EOS_ID, PAD_ID
 from workloads.wmt.workload import BEAM_SIZE, BREVITY_ALPHA, MAX_DECODE_LENGTH, TransformerConfig, WmtWorkload
-
-ATTENTION_PARAMETER_TYPES = {"qkv": spec.ParameterType.ATTENTION_QKV, "q": spec.ParameterType.ATTENTION_Q,
-                             "kv": spec.ParameterType.ATTENTION_KV, "out": spec.ParameterType.ATTENTION_OUT}
 
 
 def sinusoidal_positions(length: int, width: int) -> jax.Array:
@@ -81,14 +78,6 @@ def xavier_uniform_blocks(parts: int):
 def dense(features: int, use_bias: bool, parts: int = 1) -> nn.Dense:
     return nn.Dense(features, use_bias=use_bias, kernel_init=xavier_uniform_blocks(parts),
                     bias_init=nn.initializers.normal(1e-6))
-
-
-def dropout(module: nn.Module, x, rate: float, train: bool):
-    """Each unit zeroed with probability `rate`, the rest scaled by 1 / (1 − rate), in training only
-    (`nn.Dropout` fixes its rate when the module is built; here it comes with the call)."""
-    if not train or rate == 0.0:
-        return x
-    return jnp.where(jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape), x / (1.0 - rate), 0.0)
 
 
 class Attention(nn.Module):
@@ -281,17 +270,8 @@ class WmtJaxWorkload(WmtWorkload, JaxWorkload):
 
     def init_model_fn(self, rng: spec.RandomState):
         params, model_state = super().init_model_fn(rng)
-        self._param_types = jax.tree_util.tree_map_with_path(self._retyped, self._param_types)
+        self._param_types = with_encoder_decoder_types(self._param_types)
         return params, model_state
-
-    @staticmethod
-    def _retyped(path, kind: spec.ParameterType) -> spec.ParameterType:
-        """torch's types for what the generic naming rule misses: the attention projections and the
-        final LayerNorms `encoder_ln`, `decoder_ln`."""
-        module, leaf = (entry.key for entry in path[-2:])
-        if module in ("encoder_ln", "decoder_ln"):
-            return spec.ParameterType.LAYER_NORM_SCALE if leaf == "scale" else spec.ParameterType.LAYER_NORM_BIAS
-        return ATTENTION_PARAMETER_TYPES.get(module, kind)
 
     def eval_sums(self, logits, batch) -> dict:
         """Teacher-forced sums over the batch's weighted tokens: cross-entropy (no label smoothing),

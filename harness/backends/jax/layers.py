@@ -6,6 +6,9 @@
   deviations, not E[x²] − E[x]²).
 - `with_fused_attention_types`: AlgoPerf's types for a fused `qkv` and an `out` projection, as the torch
   backend's `FUSED_ATTENTION_PARAMETER_TYPES`.
+- `with_encoder_decoder_types`: the same for encoder-decoder Transformers (`qkv`, `q`, `kv`, `out`
+  projections; final LayerNorms `encoder_ln`, `decoder_ln`), as their torch modules type them.
+- `dropout`: dropout whose rate comes with the call (AlgoPerf's `model_fn(dropout_rate=...)`).
 """
 
 from __future__ import annotations
@@ -39,3 +42,29 @@ def with_fused_attention_types(param_types: dict) -> dict:
     return jax.tree_util.tree_map_with_path(
         lambda path, kind: FUSED_ATTENTION_PARAMETER_TYPES.get(tuple(entry.key for entry in path[-2:]), kind),
         param_types)
+
+
+ENCODER_DECODER_ATTENTION_TYPES = {"qkv": spec.ParameterType.ATTENTION_QKV, "q": spec.ParameterType.ATTENTION_Q,
+                                   "kv": spec.ParameterType.ATTENTION_KV, "out": spec.ParameterType.ATTENTION_OUT}
+
+
+def with_encoder_decoder_types(param_types: dict) -> dict:
+    """The parameter-type tree with what the generic naming rule misses retyped: the attention projections
+    (by module name) and the final LayerNorms `encoder_ln`, `decoder_ln`."""
+
+    def retyped(path, kind: spec.ParameterType) -> spec.ParameterType:
+        module, leaf = (entry.key for entry in path[-2:])
+        if module in ("encoder_ln", "decoder_ln"):
+            return spec.ParameterType.LAYER_NORM_SCALE if leaf == "scale" else spec.ParameterType.LAYER_NORM_BIAS
+        return ENCODER_DECODER_ATTENTION_TYPES.get(module, kind)
+
+    return jax.tree_util.tree_map_with_path(retyped, param_types)
+
+
+def dropout(module: nn.Module, x, rate: float, train: bool):
+    """Each unit zeroed with probability `rate`, the rest scaled by 1 / (1 − rate), in training only, with
+    `module`'s "dropout" random stream (`nn.Dropout` fixes its rate when the module is built; here it comes
+    with the call)."""
+    if not train or rate == 0.0:
+        return x
+    return jnp.where(jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape), x / (1.0 - rate), 0.0)
