@@ -22,7 +22,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from harness import calibrate, containers, machine_profile, search_space
+from harness import calibrate, containers, machine_profile, search_space, slurm
 from harness.discovery import REPO_ROOT, SubmissionFile, available_workloads, find_submission, load_workload
 from harness.errors import UserInputError
 from harness.executors import Limits, run_local, run_ray
@@ -53,13 +53,27 @@ flags.DEFINE_integer("max_global_steps", None, "Stop each trial after this many 
 flags.DEFINE_integer("eval_every_steps", None,
                      "Evaluate after step 1 and every N steps instead of every eval_period_time_sec of wall time, "
                      "so that the same seed gives identical evaluation rows (times aside) on a CPU.", lower_bound=1)
+flags.DEFINE_integer("num_devices", 1, "Devices each trial trains on; the batch size stays global (AlgoPerf's rule). "
+                     "PyTorch: one process per device under torchrun (GPUs, or CPU processes); JAX: a device mesh.",
+                     lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Delete existing records of the trials to run instead of refusing.")
 flags.DEFINE_boolean("rerun_failed", False, "Rerun trials recorded as failed (their old records are removed).")
-flags.DEFINE_enum("executor", "local", ["local", "ray", "inline"],
-                  "local: worker processes on this machine; ray: Ray tasks; inline: in this process (debugging).")
+flags.DEFINE_enum("executor", "local", ["local", "ray", "slurm", "inline"],
+                  "local: worker processes on this machine; ray: Ray tasks; slurm: one Slurm job per trial, submitted "
+                  "with submitit from a login node (harness/slurm.py); inline: in this process (debugging).")
 flags.DEFINE_integer("max_workers", 1, "Trials run at once (local and local Ray). More than one perturbs "
                      "each other's timings on a shared CPU.", lower_bound=1)
 flags.DEFINE_string("ray_address", None, "Address of an existing Ray cluster; default: start a local one.")
+flags.DEFINE_string("slurm_partition", None, "With --executor slurm: the partition of the trials' jobs.")
+flags.DEFINE_integer("slurm_gpus_per_trial", None, "With --executor slurm: GPUs each trial's job asks for "
+                     "(--gpus-per-node), 0 for none; default --num_devices.", lower_bound=0)
+flags.DEFINE_integer("slurm_cpus_per_trial", None, "With --executor slurm: CPUs each trial's job asks for "
+                     "(--cpus-per-task); default: the cluster's.", lower_bound=1)
+flags.DEFINE_list("slurm_parameters", [],
+                  "With --executor slurm: more sbatch options for each trial's job, name=value or a bare switch, "
+                  "comma-separated, values without commas (e.g. account=my_lab,qos=high,exclusive). A job's time "
+                  "limit is the per-trial wall-clock limit (--trial_timeout_sec) + 10 min; its memory, "
+                  "--trial_memory_gb + 1 GB.")
 flags.DEFINE_float("trial_timeout_sec", None,
                    "Per-trial wall-clock limit; default 3 x the trial's budget + 300 s.", lower_bound=1)
 flags.DEFINE_float("trial_memory_gb", None, "Per-trial resident-memory limit (worker and children).", lower_bound=0.1)
@@ -142,6 +156,22 @@ def _open_container_runtime() -> containers.Runtime | None:
                                    FLAGS.trial_memory_gb, FLAGS.docker_gpus, FLAGS.max_workers)
 
 
+def _slurm_request() -> slurm.SlurmRequest | None:
+    """With --executor slurm: what each trial's job asks for (checked before anything is planned)."""
+    given = [f"--{name}" for name in FLAGS if name.startswith("slurm_") and FLAGS[name].present]
+    if FLAGS.executor != "slurm":
+        if given:
+            raise UserInputError(f"{', '.join(given)} only apply with --executor slurm")
+        return None
+    if FLAGS["max_workers"].present:
+        raise UserInputError("--max_workers does not apply with --executor slurm: Slurm runs the trials' jobs "
+                             "as its queue allows")
+    slurm.check_cluster(slurm.cluster())
+    gpus = FLAGS.num_devices if FLAGS.slurm_gpus_per_trial is None else FLAGS.slurm_gpus_per_trial
+    return slurm.SlurmRequest(gpus, FLAGS.slurm_partition, FLAGS.slurm_cpus_per_trial,
+                              slurm.parse_parameters(FLAGS.slurm_parameters))
+
+
 def experiments(runtime: containers.Runtime | None = None) -> list[Experiment]:
     workload_refs = available_workloads(FLAGS.framework, suite=FLAGS.suite) if FLAGS.suite else FLAGS.workload
     if not workload_refs or not FLAGS.submission:
@@ -164,7 +194,7 @@ def experiments(runtime: containers.Runtime | None = None) -> list[Experiment]:
             num_trials=FLAGS.num_tuning_trials if space is not None else 1, num_studies=FLAGS.num_studies,
             root=Path(FLAGS.experiment_dir) / FLAGS.experiment_name, rng_seed=FLAGS.rng_seed,
             max_global_steps=FLAGS.max_global_steps, eval_every_steps=FLAGS.eval_every_steps,
-            flags={f.name: f.value for f in key_flags}, **scales[ref],
+            num_devices=FLAGS.num_devices, flags={f.name: f.value for f in key_flags}, **scales[ref],
             container=runtime.container_facts(ref) if runtime is not None else None,
         )
         for ref in workload_refs
@@ -191,7 +221,8 @@ def _budget_scales(workloads: dict, runtime: containers.Runtime | None) -> dict[
     }
 
 
-def execute(trials: list[PlannedTrial], runtime: containers.Runtime | None = None) -> dict[Path, str]:
+def execute(trials: list[PlannedTrial], runtime: containers.Runtime | None = None,
+            slurm_request: slurm.SlurmRequest | None = None) -> dict[Path, str]:
     """Run the trials with the chosen executor (in containers with --docker); returns each trial directory's outcome."""
     outcomes: dict[Path, str] = {}
     progress = SweepProgress(len(trials))
@@ -218,6 +249,9 @@ def execute(trials: list[PlannedTrial], runtime: containers.Runtime | None = Non
                 on_end(trial.dir, outcome)
         elif FLAGS.executor == "ray":
             run_ray([t.dir for t in trials], limits, FLAGS.ray_address, FLAGS.max_workers, on_start, on_end)
+        elif FLAGS.executor == "slurm":
+            folder = Path(FLAGS.experiment_dir) / FLAGS.experiment_name / "slurm"
+            slurm.run_slurm([t.dir for t in trials], limits, slurm_request, folder, on_start, on_end)
         else:
             start = None if runtime is None else containers.trial_starter(
                 runtime, Path(FLAGS.experiment_dir) / FLAGS.experiment_name, FLAGS.max_workers, limits.wall_sec)
@@ -232,6 +266,7 @@ def main(argv: list[str]) -> int:
         raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UserInputError("--executor ray needs Ray: pip install 'timetrial[ray]'")
+    slurm_request = _slurm_request()
     runtime = _open_container_runtime()
     planned = plan(experiments(runtime), FLAGS.overwrite, FLAGS.rerun_failed)
     to_run = [t for t in planned if t.action not in ("skip", "locked")]
@@ -239,7 +274,7 @@ def main(argv: list[str]) -> int:
         _check_writable(Path(FLAGS.experiment_dir) / FLAGS.experiment_name)
     for trial in to_run:
         prepare(trial)
-    outcomes = execute(to_run, runtime)
+    outcomes = execute(to_run, runtime, slurm_request)
     root = Path(FLAGS.experiment_dir) / FLAGS.experiment_name
     print(f"run records: {root}")
     print("\n".join(describe(t) for t in planned))

@@ -33,15 +33,19 @@ def hardware(accelerator: dict) -> dict:
 
     Runs compare only when their fingerprints match (scoring refuses to mix them by default).
     """
-    info = {
+    return fingerprinted({
         "cpu": _cpu_model(),
         "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": _memory_gib(),
         "machine": platform.machine(),
         **accelerator,
-    }
-    info["fingerprint"] = hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]
-    return info
+    })
+
+
+def fingerprinted(info: dict) -> dict:
+    """`info` (a `hardware` record, its fingerprint left out) with `fingerprint`: a short hash of the rest."""
+    info = {key: value for key, value in info.items() if key != "fingerprint"}
+    return {**info, "fingerprint": hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:12]}
 
 
 def software(packages: tuple[str, ...] = ("torch", "numpy", "scipy", "jax", "jaxlib", "flax", "optax")) -> dict:

@@ -55,6 +55,8 @@ class Limits:
 class TrialProcess:
     """One supervised worker process for one trial directory."""
 
+    RESUMABLE_SIGNALS: tuple[int, ...] = (signal.SIGKILL,)  # a worker killed by one from outside: interrupted
+
     def __init__(self, trial_dir: Path, limits: Limits, stream_output: bool) -> None:
         self.trial_dir, self.limits = trial_dir, limits
         python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -137,7 +139,7 @@ class TrialProcess:
         status = read_json(self.trial_dir / "summary.json").get("status")
         if code in (0, 1) and status != "running":
             return self._finish("failed" if status == "failed" else "done")
-        if code == -signal.SIGKILL:
+        if code < 0 and -code in self.RESUMABLE_SIGNALS:
             return self._finish("interrupted")
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         write_failure(self.trial_dir, f"the worker process died ({how})", self._log_tail())

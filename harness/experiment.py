@@ -4,10 +4,10 @@ Trial directories follow DESIGN.md:
 `<experiment_dir>/<experiment_name>/<workload>_<framework>/<submission>/study_<k>/trial_<i>/`.
 Existing records are never destroyed silently. A trial already there with the same identity
 (hyperparameters, seed, submission and workload as given and their code's content hashes, step
-limits and evaluation schedule) is skipped when finished, resumed from its checkpoint when
-interrupted, and rerun from scratch when failed only if `rerun_failed` is set. Records of any other
-trial stop the whole run before anything is written, naming what differs, unless `overwrite` is
-set; every removal is said. The command line decides what runs: a record never does. A trial
+limits, evaluation schedule, device count) is skipped when finished, resumed from its checkpoint
+when interrupted, and rerun from scratch when failed only if `rerun_failed` is set. Records of any
+other trial stop the whole run before anything is written, naming what differs, unless `overwrite`
+is set; every removal is said. The command line decides what runs: a record never does. A trial
 that another live process runs (it holds the trial's lock, `harness/trial_lock.py`) is left
 alone, even under `overwrite`: its action is `locked`.
 """
@@ -71,6 +71,7 @@ class Experiment:
     budget_scale_source: str = "none"  # profile | flag (--budget_scale) | none (the budget does not scale)
     machine_profile: dict | None = None  # machine_profile.trial_record(), when the scale comes from a profile
     container: dict | None = None  # with --docker: the image's `hardware` and `software`, and the `docker` record
+    num_devices: int = 1  # devices each trial runs on (--num_devices); the batch size is global
 
     @property
     def budget_sec(self) -> float:
@@ -120,7 +121,9 @@ IDENTITY = {  # meta.json key -> what a record that differs there was made with
     "budget_sec": "another time budget",
     "eval_period_sec": "another evaluation period",
     "docker_image_id": "another Docker image, or none",
+    "num_devices": "another --num_devices",
 }
+RECORDED_BEFORE = {"num_devices": 1}  # what records made before a key existed mean by its absence
 
 
 def identity(trial: PlannedTrial) -> dict:
@@ -139,6 +142,7 @@ def identity(trial: PlannedTrial) -> dict:
         "budget_sec": experiment.budget_sec,
         "eval_period_sec": experiment.eval_period_sec,
         "docker_image_id": experiment.container["docker"]["image_id"] if experiment.container else None,
+        "num_devices": experiment.num_devices,
     }
 
 
@@ -157,7 +161,7 @@ def _decide(trial: PlannedTrial, overwrite: bool, rerun_failed: bool) -> tuple[P
     if overwrite:
         return replace(trial, action="replace"), None
     planned = identity(trial)
-    differs = [why for key, why in IDENTITY.items() if meta.get(key) != planned[key]]
+    differs = [why for key, why in IDENTITY.items() if meta.get(key, RECORDED_BEFORE.get(key)) != planned[key]]
     if differs:
         return trial, f"{trial.dir} (records made with {', '.join(differs)})"
     if status in FINISHED:
@@ -191,7 +195,7 @@ def meta(trial: PlannedTrial) -> dict:
         "study": trial.study,
         "trial": trial.index,
         "data_dir": str(workload.data_dir.resolve()),
-        "hardware": container.get("hardware") or environment.hardware(workload.hardware()),
+        "hardware": _hardware(container.get("hardware") or environment.hardware(workload.hardware()), experiment),
         "software": container.get("software") or environment.software(),
         "docker": container.get("docker"),
         "git_commit": environment.git_commit(REPO_ROOT),
@@ -201,6 +205,13 @@ def meta(trial: PlannedTrial) -> dict:
         "machine_profile": experiment.machine_profile,
         **workload.facts(),
     }
+
+
+def _hardware(machine: dict, experiment: Experiment) -> dict:
+    """The machine's hardware record with the number of devices the trial runs on (not those the machine has)."""
+    if machine.get("num_devices") == experiment.num_devices:
+        return machine
+    return environment.fingerprinted({**machine, "num_devices": experiment.num_devices})
 
 
 def prepare(trial: PlannedTrial) -> None:

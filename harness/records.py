@@ -57,8 +57,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, _json(obj))
 
 
 def _jsonl(rows: Iterable[dict]) -> str:
@@ -74,22 +78,30 @@ def read_json(path: Path) -> dict:
 
 
 class TrialRecord:
-    """The files of one trial directory; `add_eval` leaves the directory complete each time."""
+    """The files of one trial directory; `add_eval` leaves the directory complete each time.
 
-    def __init__(self, trial_dir: Path) -> None:
+    With `writes=False` the record keeps its rows in memory and writes nothing (a multi-device
+    trial's processes other than rank 0, which alone writes the files)."""
+
+    def __init__(self, trial_dir: Path, writes: bool = True) -> None:
         self.dir = Path(trial_dir)
+        self.writes = writes
         self.eval_rows: list[dict] = []
         self.step_logs: dict[str, list[dict]] = {name: [] for name in STEP_LOGS}
 
+    def _write(self, name: str, text: str) -> None:
+        if self.writes:
+            atomic_write_text(self.dir / name, text)
+
     def write_meta(self, meta: dict) -> None:
-        write_json(self.dir / "meta.json", meta)
+        self._write("meta.json", _json(meta))
 
     def write_hparams(self, point: dict | None) -> None:
         if point is not None:
-            write_json(self.dir / "hparams.json", point)
+            self._write("hparams.json", _json(point))
 
     def write_summary(self, summary: dict) -> None:
-        write_json(self.dir / "summary.json", summary)
+        self._write("summary.json", _json(summary))
 
     def resume(self, checkpoint_row: dict) -> None:
         """Reload the rows of an interrupted run up to its checkpoint; the checkpoint's own
@@ -98,23 +110,23 @@ class TrialRecord:
         self.eval_rows = [r for r in read_jsonl_prefix(self.dir / "eval.jsonl") if r["global_step"] <= step]
         if not self.eval_rows or self.eval_rows[-1]["global_step"] != step:
             self.eval_rows.append(checkpoint_row)
-        atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
+        self._write("eval.jsonl", _jsonl(self.eval_rows))
         for name in STEP_LOGS:
             if (self.dir / name).exists():
                 self.step_logs[name] = [r for r in read_jsonl_prefix(self.dir / name) if r["global_step"] <= step]
-                atomic_write_text(self.dir / name, _jsonl(self.step_logs[name]))
+                self._write(name, _jsonl(self.step_logs[name]))
 
     def set_aside(self, suffix: str) -> None:
         """Rename the rows written so far (`eval.jsonl` -> `eval.jsonl<suffix>`, and the step logs) so
         that a restarted run writes fresh files and nothing written before is lost."""
         for name in ("eval.jsonl", *STEP_LOGS):
-            if (self.dir / name).exists():
+            if self.writes and (self.dir / name).exists():
                 os.replace(self.dir / name, self.dir / f"{name}{suffix}")
         self.eval_rows, self.step_logs = [], {name: [] for name in STEP_LOGS}
 
     def add_eval(self, row: dict) -> None:
         self.eval_rows.append(row)
-        atomic_write_text(self.dir / "eval.jsonl", _jsonl(self.eval_rows))
+        self._write("eval.jsonl", _jsonl(self.eval_rows))
 
     def add_train(self, rows: list[dict]) -> None:
         self._add_step_rows("train.jsonl", rows)
@@ -125,7 +137,7 @@ class TrialRecord:
     def _add_step_rows(self, name: str, rows: list[dict]) -> None:
         if rows:
             self.step_logs[name].extend(rows)
-            atomic_write_text(self.dir / name, _jsonl(self.step_logs[name]))
+            self._write(name, _jsonl(self.step_logs[name]))
 
 
 def read_jsonl_prefix(path: Path) -> list[dict]:

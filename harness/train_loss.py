@@ -5,6 +5,9 @@ step's training `loss_fn` call as the framework's values, without a device→hos
 keeps them; at an evaluation point (where the clock waits for the device anyway) `check()` fetches
 them all in one `to_host` call, keeps every `every`-th step's mean loss for train.jsonl, and reports
 the first non-finite one. A NaN thus ends the trial within the evaluation period it happened in.
+In a trial of several processes (one per device), each process's (summed loss, example count) covers
+its part of the batch: `sum_over_processes` adds them up first, so every process sees the global mean
+loss and takes the same decision.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+def _same(values: list) -> list:
+    return values
+
+
 @dataclass(frozen=True)
 class NonFinite:
     step: int
@@ -21,8 +28,9 @@ class NonFinite:
 
 
 class TrainLosses:
-    def __init__(self, take: Callable[[], Any], to_host: Callable[[Any], Any], every: int) -> None:
-        self._take, self._to_host, self.every = take, to_host, every
+    def __init__(self, take: Callable[[], Any], to_host: Callable[[Any], Any], every: int,
+                 sum_over_processes: Callable[[list], list] = _same) -> None:
+        self._take, self._to_host, self.every, self._sum = take, to_host, every, sum_over_processes
         self._pending: list[tuple[int, Any]] = []
         self.rows: list[dict[str, float]] = []  # {"global_step", "loss"} for train.jsonl, since the last `take_rows`
 
@@ -31,13 +39,15 @@ class TrainLosses:
         if taken is not None:
             self._pending.append((step, taken))
 
-    def check(self) -> NonFinite | None:
-        """Fetch the pending losses; the first non-finite one, if any (its step's row is kept)."""
+    def check(self, across_processes: bool = True) -> NonFinite | None:
+        """Fetch the pending losses (summed over the processes unless told not to: after a failure the
+        others may be gone); the first non-finite one, if any (its step's row is kept)."""
         if not self._pending:
             return None
         steps, taken = zip(*self._pending)
         self._pending = []
-        for step, (summed, count) in zip(steps, self._to_host(list(taken))):
+        taken = self._sum(list(taken)) if across_processes else list(taken)
+        for step, (summed, count) in zip(steps, self._to_host(taken)):
             loss = float(summed) / float(count)
             if not math.isfinite(loss):
                 return NonFinite(step, loss)

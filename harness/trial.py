@@ -17,6 +17,11 @@ that ran too many of its steps on a busy machine is flagged `contended` in its s
 AlgoPerf extras: `update_params` gets a read-only `train_state` when its signature declares one;
 `workload.metrics_logger` collects what the submission logs, written to `metrics.jsonl` at each
 evaluation; a `get_batch_size` that does not know the workload falls back to its reference size.
+
+Several devices (`Devices`): the batch size is global, as in AlgoPerf, and each device takes an equal
+part of every batch. Where the devices are driven by several processes (PyTorch's torchrun ranks),
+each runs this loop: they take rank 0's decisions (evaluate, training complete, budget spent), sum
+the training losses over the processes before checking them, and only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from harness import spec
 from harness.clock import TrialClock
 from harness.contention import ContentionMonitor
 from harness.discovery import Submission
+from harness.errors import UserInputError
 from harness.metrics_logger import MetricsLogger
 from harness.records import TrialRecord
 from harness.train_loss import NonFinite, TrainLosses
@@ -99,6 +105,45 @@ class TrialOutcome:
             self.status, self.time_to_target, self.steps_to_target = "reached", submission_time, step
         self.test_target_reached = self.test_target_reached or workload.has_reached_test_target(results)
         return True
+
+
+class Devices(Protocol):
+    """The devices a trial runs on (`--num_devices`), and the processes that drive them."""
+
+    count: int  # devices; every batch is split evenly across them
+    is_main: bool  # the process that writes records and checkpoints (rank 0)
+
+    def place_model(self, params: Any, model_state: Any) -> tuple[Any, Any]:
+        """The freshly initialised model as the devices hold it (wrapped for data parallelism, replicated)."""
+
+    def first_says(self, *flags: bool) -> tuple[bool, ...]:
+        """The main process's `flags`, in every process (its clock decides for all)."""
+
+    def sum(self, values: list) -> list:
+        """The framework's scalars in `values` (a list of tuples) summed over the processes."""
+
+
+class OneDevice:
+    """One device in one process: every `Devices` operation is the identity."""
+
+    count, is_main = 1, True
+
+    def place_model(self, params, model_state):
+        return params, model_state
+
+    def first_says(self, *flags: bool) -> tuple[bool, ...]:
+        return flags
+
+    def sum(self, values: list) -> list:
+        return values
+
+
+def check_divisible(batch_size: int, devices: Devices) -> None:
+    """Each device takes an equal, contiguous part of every training batch."""
+    if batch_size % devices.count:
+        raise UserInputError(f"the global batch size {batch_size} does not split evenly across the trial's "
+                             f"{devices.count} devices; choose a batch size (get_batch_size) that is a multiple "
+                             f"of {devices.count}, or another --num_devices")
 
 
 class Progress(Protocol):
@@ -169,20 +214,22 @@ def _train_state(clock: TrialClock, outcome: TrialOutcome, training_complete: bo
     })
 
 
-def _initial_state(workload, submission, hyperparameters, seeds: dict[str, int]) -> tuple:
+def _initial_state(workload, submission, hyperparameters, seeds: dict[str, int], devices: Devices) -> tuple:
     """(params, model_state, optimizer_state) as the trial starts."""
-    params, model_state = workload.init_model_fn(workload.random_state(seeds["model"]))
+    params, model_state = devices.place_model(*workload.init_model_fn(workload.random_state(seeds["model"])))
     optimizer_state = submission.init_optimizer_state(workload, params, model_state, hyperparameters,
                                                       workload.random_state(seeds["optimizer"]))
     return params, model_state, optimizer_state
 
 
-def _set_aside_unloadable(checkpoint: Path, exc: Exception, record: TrialRecord, outcome: TrialOutcome) -> None:
+def _set_aside_unloadable(checkpoint: Path, exc: Exception, record: TrialRecord, outcome: TrialOutcome,
+                          devices: Devices) -> None:
     """Say that `checkpoint` did not load, and keep it and the rows written before aside for a fresh start."""
     reason = str(exc).splitlines()[0] if str(exc) else ""
     outcome.warn(f"checkpoint {checkpoint} could not be loaded ({type(exc).__name__}: {reason}); it is kept as "
                  f"{checkpoint.name}.unloadable and the trial restarts from step 0")
-    checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unloadable"))
+    if devices.is_main:
+        checkpoint.replace(checkpoint.with_name(f"{checkpoint.name}.unloadable"))
     record.set_aside(".before_restart")
 
 
@@ -200,6 +247,7 @@ def run_trial(
     eval_every_steps: int | None = None,
     eval_period_sec: float | None = None,
     contention: ContentionMonitor | None = None,
+    devices: Devices | None = None,
 ) -> TrialOutcome:
     """Train until a stopping rule fires; `record` is complete after every evaluation.
 
@@ -210,14 +258,16 @@ def run_trial(
     `eval_period_time_sec`), or with `eval_every_steps` every that many steps instead of the wall
     clock, so a rerun with the same seed evaluates the same steps. `contention` measures other
     processes' CPU use during the timed steps (default: a `ContentionMonitor` on this machine).
+    `devices` spreads the trial over several devices (default: `OneDevice`).
     An exception raised by the submission (or the workload) returns a failed outcome.
     """
     outcome = TrialOutcome("running")
-    losses = TrainLosses(workload.take_train_loss, workload.to_host, TRAIN_LOSS_EVERY)
+    devices = devices or OneDevice()
+    losses = TrainLosses(workload.take_train_loss, workload.to_host, TRAIN_LOSS_EVERY, devices.sum)
     try:
         _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint,
              now, eval_every_steps, eval_period_sec or workload.eval_period_time_sec,
-             contention or ContentionMonitor(), losses, outcome)
+             contention or ContentionMonitor(), losses, outcome, devices)
     except Exception as exc:  # noqa: BLE001 - any submission bug becomes a failed trial
         outcome.fail(exc)
         bad = _pending_divergence(losses)
@@ -230,15 +280,16 @@ def run_trial(
 
 
 def _pending_divergence(losses: TrainLosses) -> NonFinite | None:
+    """This process's first non-finite training loss since the last check (other processes may be gone)."""
     try:
-        return losses.check()
+        return losses.check(across_processes=False)
     except Exception:  # noqa: BLE001 - the device itself failed; the exception already says so
         return None
 
 
 def _run(workload, submission, point, rng_seed, budget_sec, record, progress, max_global_steps, checkpoint, now,
          eval_every_steps, eval_period_sec, monitor: ContentionMonitor, losses: TrainLosses,
-         outcome: TrialOutcome) -> None:
+         outcome: TrialOutcome, devices: Devices) -> None:
     """`run_trial`'s loop; it leaves its result in `outcome` (so a failure keeps the step reached)."""
     seeds = trial_seeds(rng_seed)
     workload.set_global_seed(seeds["step"])
@@ -246,18 +297,19 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
     data_dir = str(workload.data_dir)
     outcome.batch_size, batch_size_warning = submission.batch_size(workload)
     outcome.warn(batch_size_warning)
+    check_divisible(outcome.batch_size, devices)
     input_queue = CountingIterator(workload._build_input_queue(seeds["data"], "train", data_dir, outcome.batch_size))
     workload.attach_metrics_logger(MetricsLogger())
-    params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
+    params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds, devices)
     eval_results, step, preemptions = [], 0, 0
     clock = TrialClock(workload.sync, now, segments=monitor)
     if checkpoint is not None and checkpoint.exists():
         try:
             params, model_state, optimizer_state, loop = workload.load_checkpoint(checkpoint, params, optimizer_state)
         except Exception as exc:  # noqa: BLE001 - a corrupt or crafted file: report it and start afresh
-            _set_aside_unloadable(checkpoint, exc, record, outcome)
+            _set_aside_unloadable(checkpoint, exc, record, outcome, devices)
             workload.set_global_seed(seeds["step"])
-            params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds)
+            params, model_state, optimizer_state = _initial_state(workload, submission, hyperparameters, seeds, devices)
         else:
             step, eval_results, preemptions = loop["global_step"], loop["eval_results"], loop["preemption_count"] + 1
             _resume(loop, clock, input_queue, record, outcome)
@@ -287,7 +339,9 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
         at_max_steps = max_global_steps is not None and step >= max_global_steps
         due = (step % eval_every_steps == 0 if eval_every_steps
                else clock.seconds_since_last_eval() >= eval_period_sec)
-        if not (step == 1 or at_max_steps or training_complete or due):
+        evaluate, training_complete = devices.first_says(step == 1 or at_max_steps or training_complete or due,
+                                                         training_complete)
+        if not evaluate:
             continue
         bad = losses.check()
         if bad is not None:
@@ -301,7 +355,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             )
             workload.note_step_outputs((optimizer_state, params, model_state))
         clock.stop_timed()
-        if clock.submission_time > budget_sec:
+        if devices.first_says(clock.submission_time > budget_sec)[0]:
             outcome.status = "budget" if outcome.time_to_target is None else outcome.status
             outcome.stop_reason = f"timed budget of {budget_sec:g} s spent"
             break
@@ -314,7 +368,7 @@ def _run(workload, submission, point, rng_seed, budget_sec, record, progress, ma
             finite = outcome.observe(workload, step, clock.submission_time, results)
             outcome.note_contention(monitor)
             row = _eval_row(step, clock, results, preemptions)
-            if checkpoint is not None:
+            if checkpoint is not None and devices.is_main:
                 loop = {"global_step": step, "eval_results": eval_results, "preemption_count": preemptions,
                         "outcome": outcome.summary(), "clock": clock.state(),
                         "consumed_batches": input_queue.consumed, "eval_row": row}

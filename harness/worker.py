@@ -16,6 +16,11 @@ parent dies, so a killed sweep leaves no orphan trials. On Linux it is the subre
 process the trial starts (detached ones included: double fork, setsid), and when the trial ends,
 normally, by an exception or by SIGTERM, it kills them all before it exits.
 
+A trial on several devices (meta.json's `num_devices`) runs on them from here: in JAX in this
+process, over a device mesh; in PyTorch as one process per device under torchrun
+(`harness/backends/torch/distributed.py`), started by this process, which keeps the lock, stays the
+subreaper of them all, and records the trial's end if rank 0 could not.
+
 In a container (`harness/containers.py`), the executor's process is out of sight: the worker ends
 the trial as if killed (exit status 137, resumable) when the heartbeat file its owner touches
 (`TIMETRIAL_HEARTBEAT`) is older than `HEARTBEAT_TIMEOUT_SEC`, and finds the code paths of
@@ -29,6 +34,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,8 +44,9 @@ from harness.discovery import REPO_ROOT, find_submission, load_submission, load_
 from harness.errors import UserInputError
 from harness.process_tree import become_subreaper, kill_descendants, prctl
 from harness.progress import TrialProgress
+from harness.contention import ContentionMonitor
 from harness.records import TrialRecord, read_json
-from harness.trial import TrialOutcome, run_trial
+from harness.trial import OneDevice, TrialOutcome, run_trial
 
 PARENT_PID_VARIABLE = "TIMETRIAL_PARENT_PID"
 LOCKED_EXIT_STATUS = 75  # sysexits' EX_TEMPFAIL: another process holds the trial's lock
@@ -52,10 +59,16 @@ _PR_SET_PDEATHSIG = 1
 def die_with_parent() -> None:
     """Linux: SIGKILL this process when the executor that started it dies (even by kill -9)."""
     parent = os.environ.get(PARENT_PID_VARIABLE)
-    if parent is None or not sys.platform.startswith("linux"):
+    if parent is not None:
+        die_with(int(parent))
+
+
+def die_with(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when its parent, `parent_pid`, dies; exit now if it already has."""
+    if not sys.platform.startswith("linux"):
         return
     prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(parent):  # the parent died before the request took effect
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
 
 
@@ -102,15 +115,21 @@ def checkpoint_path(trial_dir: Path) -> Path:
     return trial_dir / "checkpoint" / "latest.pt"
 
 
+def _recorded_outcome(trial_dir: Path) -> TrialOutcome:
+    """The outcome summary.json records."""
+    names = {f.name for f in dataclasses.fields(TrialOutcome)}
+    summary = read_json(trial_dir / "summary.json")
+    return TrialOutcome(**{"status": "running", **{k: v for k, v in summary.items() if k in names}})
+
+
 def _ended_elsewhere(trial_dir: Path) -> TrialOutcome | None:
     """The recorded outcome when another process ended the trial after it was planned; else None."""
-    summary = read_json(trial_dir / "summary.json")
-    if summary.get("status", "running") == "running":
+    outcome = _recorded_outcome(trial_dir)
+    if outcome.status == "running":
         return None
-    print(f"{trial_dir}: not run again: another process ended it ({summary['status']}) since it was planned",
+    print(f"{trial_dir}: not run again: another process ended it ({outcome.status}) since it was planned",
           file=sys.stderr)
-    names = {f.name for f in dataclasses.fields(TrialOutcome)}
-    return TrialOutcome(**{k: v for k, v in summary.items() if k in names})
+    return outcome
 
 
 def run_trial_dir(trial_dir: Path) -> TrialOutcome:
@@ -138,9 +157,61 @@ def _load(meta: dict) -> tuple:
 
 def _run_locked(trial_dir: Path) -> TrialOutcome:
     meta = json.loads((trial_dir / "meta.json").read_text())
-    record = TrialRecord(trial_dir)
+    if meta.get("num_devices", 1) > 1 and meta["framework"] == "pytorch":
+        return _run_ranks(trial_dir, meta["num_devices"])
+    return run_trial_here(trial_dir)
+
+
+def _run_ranks(trial_dir: Path, num_devices: int) -> TrialOutcome:
+    """Run a PyTorch trial as one process per device; rank 0 records it. The reasons other failed ranks
+    left are added to a failure (which rank failed first, the others then losing their peers, is not
+    known); when the processes ended before rank 0 recorded the end, the failure is recorded here."""
+    from harness.backends.torch import distributed
+
+    with tempfile.TemporaryDirectory(prefix="timetrial-ranks-") as errors_dir:
+        try:
+            status = distributed.launch(trial_dir, num_devices, Path(errors_dir))
+        except UserInputError as exc:
+            outcome = TrialOutcome("running")
+            outcome.fail(exc)
+            TrialRecord(trial_dir).write_summary(outcome.summary())
+            return outcome
+        reasons = [json.loads(path.read_text()) | {"rank": path.stem.replace("_", " ")}
+                   for path in sorted(Path(errors_dir).glob("rank_*.json"))]
+    outcome = _recorded_outcome(trial_dir)
+    reasons = [r for r in reasons if r["error"] != outcome.error]  # all ranks may fail alike (an import error)
+    if outcome.status not in ("running", "failed") or (outcome.status == "failed" and not reasons):
+        return outcome
+    said = [f"rank 0: {outcome.stop_reason}"] if outcome.status == "failed" else []
+    if not said and not reasons:
+        said = [f"the trial's processes ended (exit status {status}) before rank 0 recorded its end; their output "
+                "is in the trial's log"]
+    outcome.status = "failed"
+    outcome.stop_reason = "; ".join([*said, *(f"{r['rank']}: {r['stop_reason']}" for r in reasons)])
+    outcome.error = "\n".join([outcome.error or "", *(f"{r['rank']}: {r['error']}" for r in reasons)]).strip()
+    TrialRecord(trial_dir).write_summary(outcome.summary())
+    return outcome
+
+
+class _Silent:
+    """The progress display of a process that does not report (ranks other than 0)."""
+
+    def on_step(self, global_step, clock) -> None: ...
+
+    def on_eval(self, global_step, eval_row, clock) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def run_trial_here(trial_dir: Path, is_main: bool = True, contention: ContentionMonitor | None = None) -> TrialOutcome:
+    """Run (or resume) the trial in this process, on meta.json's `num_devices` (a JAX mesh, or this rank's
+    part of a PyTorch trial). Only the main process (rank 0) writes the records and shows progress."""
+    meta = json.loads((trial_dir / "meta.json").read_text())
+    record = TrialRecord(trial_dir, writes=is_main)
     try:
         workload, submission = _load(meta)
+        num_devices = meta.get("num_devices", 1)
+        devices = workload.use_devices(num_devices) if num_devices > 1 else OneDevice()
     except Exception as exc:  # noqa: BLE001 - an import error of the submission fails its trial, not the sweep
         outcome = TrialOutcome("running")
         outcome.fail(exc)
@@ -148,14 +219,16 @@ def _run_locked(trial_dir: Path) -> TrialOutcome:
         record.write_summary(outcome.summary())
         return outcome
     label = f"{meta['workload']}/{meta['submission']} study_{meta['study']}/trial_{meta['trial']}"
-    progress = TrialProgress(label, workload.target_metric_name, workload.validation_target_value, meta["budget_sec"])
+    progress = (TrialProgress(label, workload.target_metric_name, workload.validation_target_value, meta["budget_sec"])
+                if is_main else _Silent())
     try:
         outcome = run_trial(
             workload, submission, meta["hparams"], meta["rng_seed"], meta["budget_sec"], record, progress,
             meta["max_global_steps"], checkpoint=checkpoint_path(trial_dir),
             eval_every_steps=meta.get("eval_every_steps"), eval_period_sec=meta.get("eval_period_sec"),
+            contention=contention, devices=devices,
         )
-        if outcome.unused_hyperparameters:
+        if outcome.unused_hyperparameters and is_main:
             print(f"warning: {label}: the submission never read hyperparameters "
                   f"{', '.join(outcome.unused_hyperparameters)} of its search space", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - a failure outside the loop (progress display) fails the trial too

@@ -154,7 +154,7 @@ def averaging_functions(
         return jax.device_put({
             "optax": transformation.init(model_params), "average": averager.init(model_params, model_state),
             "live": {"params": model_params, "model_state": model_state},
-        }, workload.device)
+        }, workload.placement)
 
     def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters,
                       batch, loss_type, optimizer_state, eval_results, global_step, rng, train_state=None):
@@ -204,7 +204,7 @@ def schedule_free_functions(make_optimizer: MakeOptimizer, self_tuning_defaults:
         trial["batch_norm"] = has_batch_norm(model_params)
         trial["refresh"] = jax.jit(lambda params, model_state, batch, key: workload.model_fn(
             params, batch, model_state, spec.ForwardPassMode.TRAIN, key, update_batch_norm=True)[1])
-        return jax.device_put({"optax": transformation.init(model_params), "live": model_params}, workload.device)
+        return jax.device_put({"optax": transformation.init(model_params), "live": model_params}, workload.placement)
 
     def data_selection(workload, input_queue, optimizer_state, current_param_container, model_state,
                        hyperparameters, global_step, rng):

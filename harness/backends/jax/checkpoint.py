@@ -82,9 +82,10 @@ def save(path: Path, params, model_state, optimizer_state, loop: dict) -> list[s
             "that init_optimizer_state builds" for where in unsaved]
 
 
-def load(path: Path, params, optimizer_state) -> tuple[Any, Any, Any, dict]:
+def load(path: Path, params, optimizer_state, placement=None) -> tuple[Any, Any, Any, dict]:
     """(params, model_state, optimizer_state, loop): params and optimizer state restored into the fresh
-    trees' structure, the model state (dicts of arrays) as saved."""
+    trees' structure, the model state (dicts of arrays) as saved; all placed at `placement` (a device or
+    sharding; default: the first device)."""
     payload = serialization.msgpack_restore(Path(path).read_bytes())
     saved = payload["state"]
     params = serialization.from_state_dict(params, saved["params"])
@@ -94,11 +95,11 @@ def load(path: Path, params, optimizer_state) -> tuple[Any, Any, Any, dict]:
     _set_host_random_states(payload["random"])
     loop = payload["loop"]
     loop["eval_results"] = [(step, results) for step, results in loop["eval_results"]]  # pairs, as the loop keeps them
-    return _on_device(params), _on_device(model_state), _on_device(optimizer_state), loop
+    placement = placement or jax.devices()[0]
+    return tuple(_on_device(tree, placement) for tree in (params, model_state, optimizer_state)) + (loop,)
 
 
-def _on_device(tree: Any) -> Any:
-    """The tree with its NumPy arrays on the default device (committed, as the live state is)."""
-    device = jax.devices()[0]
-    return jax.tree_util.tree_map(lambda x: jax.device_put(x, device) if isinstance(x, (np.ndarray, np.generic)) else x,
-                                  tree)
+def _on_device(tree: Any, placement) -> Any:
+    """The tree with its NumPy arrays at `placement` (committed, as the live state is)."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, placement) if isinstance(x, (np.ndarray, np.generic)) else x, tree)

@@ -52,7 +52,7 @@ def jitted_full_api(build_step: BuildStep, self_tuning_defaults: spec.Hyperparam
         del model_state, rng
         init, step = build_step(workload, self_tuning_defaults if hyperparameters is None else hyperparameters)
         compiled["step"] = jax.jit(step, static_argnums=5)
-        return jax.device_put(init(model_params), workload.device)
+        return jax.device_put(init(model_params), workload.placement)
 
     def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters,
                       batch, loss_type, optimizer_state, eval_results, global_step, rng, train_state=None):

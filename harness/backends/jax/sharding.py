@@ -3,7 +3,8 @@
 AlgoPerf v0.6 JAX submissions compile their step with `jax.jit(..., in_shardings=...,
 out_shardings=...)` over one mesh of all devices with a single axis named 'batch': the model,
 optimizer state and random keys replicated on every device, the batch split along its first
-dimension. These are those shardings over this process's devices (`jax.devices()`); on one device
+dimension. These are those shardings over the trial's devices: the first `--num_devices` of this
+process's (`use_devices`), or all of them (`jax.devices()`) when the trial did not say; on one device
 both are the trivial sharding, and a trial's results do not depend on them.
 """
 
@@ -14,11 +15,25 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from harness.errors import UserInputError
+
 AXIS = "batch"  # the mesh axis's name in AlgoPerf v0.6
+_trial_devices: list | None = None  # set by `use_devices`
+
+
+def use_devices(num_devices: int) -> None:
+    """Make the mesh the first `num_devices` devices of this process (a trial's `--num_devices`)."""
+    global _trial_devices
+    available = jax.local_devices()
+    if num_devices > len(available):
+        raise UserInputError(f"--num_devices {num_devices}: JAX sees {len(available)} device(s) here "
+                             f"({available[0].platform}); on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count="
+                             f"{num_devices} makes as many")
+    _trial_devices = available[:num_devices]
 
 
 def _mesh() -> Mesh:
-    return Mesh(jax.devices(), (AXIS,))
+    return Mesh(_trial_devices or jax.devices(), (AXIS,))
 
 
 def get_replicate_sharding() -> NamedSharding:

@@ -36,7 +36,7 @@ def standard_functions(make_optimizer: Callable, self_tuning_defaults: spec.Hype
             raise TypeError("make_optimizer must return an optax.GradientTransformation, "
                             f"got {type(transformation).__name__}")
         compiled["step"] = jax.jit(train_step(workload, transformation, hyperparameters))
-        return {"optax": jax.device_put(transformation.init(model_params), workload.device)}
+        return {"optax": jax.device_put(transformation.init(model_params), workload.placement)}
 
     def update_params(workload, current_param_container, current_params_types, model_state, hyperparameters,
                       batch, loss_type, optimizer_state, eval_results, global_step, rng, train_state=None):

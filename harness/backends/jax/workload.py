@@ -13,6 +13,11 @@ Parameters are a pytree of dicts (`{'params': ...}` of `model.init`), the model 
 the variables (`{'batch_stats': ...}`, or `{}`). `rng` arguments are PRNG keys, or int seeds that
 are turned into keys. Nothing waits for the device except `sync`, which blocks on the outputs of the
 latest step (`note_step_outputs`): JAX dispatches asynchronously, also on a CPU.
+
+On several devices (`use_devices`), one process drives a 1-D mesh of them (`sharding.py`): batches
+are split along their first axis (an array whose first axis does not divide evenly is replicated),
+parameters, model and optimizer state are replicated (`placement`), and the compiled steps run on
+the mesh (XLA partitions them and sums the gradients across the devices).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen as nn
+from jax.sharding import SingleDeviceSharding
 
 from harness import spec
-from harness.backends.jax import checkpoint
+from harness.backends.jax import checkpoint, sharding
 
 
 def rng_key(rng) -> jax.Array:
@@ -74,6 +80,8 @@ class JaxWorkload(spec.Workload):
     def __init__(self, data_dir) -> None:
         super().__init__(data_dir)
         self.device = jax.devices()[0]
+        self.placement: jax.sharding.Sharding = SingleDeviceSharding(self.device)  # where the trial's state lives
+        self._batch_sharding: jax.sharding.Sharding | None = None  # several devices: batches split along axis 0
         self._model: nn.Module | None = None
         self._step_outputs: Any = None
         self._train_loss: tuple | None = None
@@ -94,11 +102,26 @@ class JaxWorkload(spec.Workload):
             self._model = self.build_model()
         return self._model
 
+    # ----- several devices: a mesh driven from this process -----
+    def use_devices(self, num_devices: int) -> "MeshDevices":
+        """Run on the first `num_devices` devices: batches split across them, the state replicated."""
+        sharding.use_devices(num_devices)
+        self.placement = sharding.get_replicate_sharding()
+        self._batch_sharding = sharding.get_batch_dim_sharding()
+        return MeshDevices(self, num_devices)
+
     # ----- data -----
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """NumPy arrays (also inside lists, tuples and named tuples) as arrays on the device; the rest as is."""
-        return jax.tree_util.tree_map(lambda x: jax.device_put(x, self.device) if isinstance(x, np.ndarray) else x,
-                                      batch)
+        """NumPy arrays (also inside lists, tuples and named tuples) as arrays on the device (on several,
+        split along the first axis where it divides evenly); the rest as is."""
+        return jax.tree_util.tree_map(lambda x: jax.device_put(x, self._sharding_of(x)) if isinstance(x, np.ndarray)
+                                      else x, batch)
+
+    def _sharding_of(self, array: np.ndarray) -> jax.sharding.Sharding | jax.Device:
+        if self._batch_sharding is None:
+            return self.device
+        count = self._batch_sharding.mesh.size
+        return self._batch_sharding if array.ndim and len(array) % count == 0 else self.placement
 
     def to_host(self, tree: Any) -> Any:
         """Device arrays as NumPy arrays, fetched together (`jax.device_get`)."""
@@ -113,7 +136,7 @@ class JaxWorkload(spec.Workload):
         example = self.to_device(self.host_batch("train", np.arange(2)))
         variables = jax.jit(lambda key, inputs: self.model.init(key, inputs, train=False))(
             rng_key(rng), self.model_inputs(example))  # `train=False`: no dropout key needed
-        variables = dict(jax.device_put(variables, self.device))  # committed, as the step's outputs: no recompile
+        variables = dict(jax.device_put(variables, self.placement))  # committed, as the step's outputs: no recompile
         params = variables.pop("params")
         self._param_shapes = jax.tree_util.tree_map(lambda p: spec.ShapeTuple(p.shape), params)
         self._param_types = parameter_types(params)
@@ -209,9 +232,28 @@ class JaxWorkload(spec.Workload):
         return checkpoint.save(path, params, model_state, optimizer_state, loop)
 
     def load_checkpoint(self, path, params, optimizer_state):
-        return checkpoint.load(path, params, optimizer_state)
+        return checkpoint.load(path, params, optimizer_state, self.placement)
 
     def hardware(self) -> dict[str, object]:
         if self.device.platform == "cpu":
             return {"accelerator": None, "num_devices": 1}
         return {"accelerator": self.device.device_kind, "num_devices": jax.device_count()}
+
+
+class MeshDevices:
+    """The trial loop's view of a JAX trial on several devices (harness.trial.Devices): one process, so
+    its decisions and losses are already everyone's; the model is replicated on the mesh."""
+
+    is_main = True
+
+    def __init__(self, workload: JaxWorkload, count: int) -> None:
+        self._workload, self.count = workload, count
+
+    def place_model(self, params, model_state):
+        return jax.device_put((params, model_state), self._workload.placement)
+
+    def first_says(self, *flags: bool) -> tuple[bool, ...]:
+        return flags
+
+    def sum(self, values: list) -> list:
+        return values

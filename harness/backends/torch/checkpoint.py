@@ -13,8 +13,9 @@ and cannot run code. The optimizer state is whatever `init_optimizer_state` retu
   constants, parameter-type trees).
 
 On resume the submission builds a fresh optimizer state for the fresh model, and the saved state is
-loaded into it, so parameter references stay those of the live model. Files are written to a
-temporary name, then renamed.
+loaded into it, so parameter references stay those of the live model. A model in DistributedDataParallel
+(a trial on several devices) is saved and loaded as the model it wraps, so the file is the same for
+any number of devices. Files are written to a temporary name, then renamed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from harness.backends.torch.distributed import unwrapped
 
 _TAG = "__timetrial__"  # marks a dict that encodes a value of another type
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device, torch.Size)
@@ -95,7 +98,7 @@ def save(path: Path, params: torch.nn.Module, model_state: Any, optimizer_state:
     """Write the checkpoint atomically; returns one warning per part of the state that was not saved."""
     unsaved: list[str] = []
     payload = {
-        "model": params.state_dict(),
+        "model": unwrapped(params).state_dict(),
         "model_state": _to_saved(model_state, "model_state", unsaved),
         "optimizer_state": _to_saved(optimizer_state, "optimizer_state", unsaved),
         "rng": {
@@ -122,7 +125,7 @@ def load(path: Path, params: torch.nn.Module, optimizer_state: Any) -> tuple[Any
     The file is read with `weights_only=True`: a checkpoint that holds anything but plain data is
     refused instead of unpickled."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    params.load_state_dict(payload["model"])
+    unwrapped(params).load_state_dict(payload["model"])
     rng = payload["rng"]
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():

@@ -17,11 +17,15 @@ def pytorch_setup() -> tuple[bool, int, torch.device, int]:
 
     `use_pytorch_ddp` is true in a process that torchrun started (`LOCAL_RANK` is set); `rank` is
     that local rank (0 otherwise); `device` is `cuda:<rank>` where CUDA is available, else the CPU;
-    `n_gpus` counts the CUDA devices this process sees.
+    `n_gpus` counts the CUDA devices the trial trains on: under torchrun one per process (`WORLD_SIZE`,
+    the trial's `--num_devices`, perhaps fewer than the machine has), else those this process sees.
     """
     use_pytorch_ddp = "LOCAL_RANK" in os.environ
     rank = int(os.environ["LOCAL_RANK"]) if use_pytorch_ddp else 0
-    return use_pytorch_ddp, rank, default_device(), torch.cuda.device_count()
+    n_gpus = torch.cuda.device_count()
+    if use_pytorch_ddp and n_gpus:
+        n_gpus = int(os.environ.get("WORLD_SIZE", n_gpus))
+    return use_pytorch_ddp, rank, default_device(), n_gpus
 
 
 def default_device() -> torch.device:

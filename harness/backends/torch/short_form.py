@@ -10,6 +10,9 @@ zero_grad -> forward (train mode, BatchNorm updates) -> mean loss with the point
 -> scheduler.step(). Hyperparameters `dropout_rate`, `label_smoothing` and `grad_clip` are
 honoured when the point has them. Under the self-tuning ruleset (no point), a module-level
 `SELF_TUNING_DEFAULTS` of the submission stands in for the point, in both functions.
+In a trial of several processes (one per device, the model in DDP), the summed loss and the example
+count are summed over the processes before the division, as AlgoPerf's baselines do, so the loss is
+the mean over the global batch and so is its gradient (`distributed.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from harness import spec
+from harness.backends.torch import distributed
 
 MakeOptimizer = Callable[[torch.nn.Module, spec.Hyperparameters, spec.Workload], Any]
 
@@ -70,7 +74,10 @@ def standard_functions(
             mask_batch=batch.get("weights"),
             label_smoothing=getattr(hyperparameters, "label_smoothing", 0.0),
         )
-        (loss_dict["summed"] / loss_dict["n_valid_examples"]).backward()
+        summed, count = loss_dict["summed"], loss_dict["n_valid_examples"]
+        if distributed.process_count() > 1:
+            summed, count = distributed.sum_with_gradient(summed), distributed.summed(count, summed.device)
+        (summed / count).backward()
         grad_clip = getattr(hyperparameters, "grad_clip", None)
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)

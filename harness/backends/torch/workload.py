@@ -3,6 +3,10 @@
 A concrete workload's `torch.py` subclasses `TorchWorkload` together with its framework-free class
 (`workload.py`: data, batches, metrics), and supplies `build_model()` and `eval_sums()`; it may
 override `model_inputs()` (what the model is called with).
+
+In a trial on several devices (one process each, `distributed.py`), the input queue yields this
+process's part of every global batch, the trial wraps the model in DistributedDataParallel, and
+evaluation runs the model itself on this process's part of each batch and combines the sums of all.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
+from harness import evaluation, spec
 from harness.backends.torch import checkpoint as torch_checkpoint
+from harness.backends.torch import distributed
 from harness.backends.torch.process import default_device
 
 _PARAMETER_TYPES = (  # (module type, parameter name) -> AlgoPerf ParameterType
@@ -96,6 +101,49 @@ class TorchWorkload(spec.Workload):
     def build_model(self) -> nn.Module:
         """A freshly initialised model (the global torch seed is set by `init_model_fn`)."""
 
+    # ----- several devices: one process each (distributed.py) -----
+    def use_devices(self, num_devices: int) -> distributed.Ranks:
+        """The trial loop's view of this trial's `num_devices` processes (harness.trial.Devices)."""
+        return distributed.Ranks(self.device, num_devices)
+
+    def _build_input_queue(self, data_rng, split: str, data_dir: str, global_batch_size: int):
+        """The input queue of `spec.Workload`, or, in one of several processes, this process's contiguous
+        part of each of the same global batches."""
+        count = distributed.process_count()
+        if count == 1:
+            return super()._build_input_queue(data_rng, split, data_dir, global_batch_size)
+        indices, rank = self.train_batch_indices(data_rng, split, global_batch_size), distributed.rank()
+        return (self.to_device(self.host_batch(split, distributed.train_part(index, rank, count))) for index in indices)
+
+    def _eval_model_on_split(self, split, num_examples, global_batch_size, params, model_state, rng, data_dir,
+                             global_step=0):
+        """`spec.Workload`'s evaluation of the model itself (not its DDP wrapper); in one of several
+        processes, over this process's part of each batch, the sums of every process combined."""
+        model = distributed.unwrapped(params)
+        if distributed.process_count() == 1:
+            return super()._eval_model_on_split(split, num_examples, global_batch_size, model, model_state, rng,
+                                                data_dir, global_step)
+        parts = self._eval_parts(split, num_examples, global_batch_size)
+        with self.evaluation_mode():
+            part_sums = [self.eval_batch_sums(split, model, model_state, rng, batch) for batch, _ in parts]
+        part_sums, real = self.to_host(part_sums), [is_real for _, is_real in parts]
+        sums = evaluation.BatchSums()
+        for batch_sums in distributed.combine_eval_sums(distributed.gather(part_sums), distributed.gather(real)):
+            sums.add(batch_sums)
+        return self.metrics_from_sums(sums.result(lambda host: host))
+
+    def _eval_parts(self, split: str, num_examples: int, batch_size: int) -> list[tuple[dict, bool]]:
+        """This process's part of each evaluation batch on the device, and whether it is real
+        (`distributed.eval_part`), assembled at the first evaluation and kept."""
+        key = ("part", split, num_examples, batch_size)
+        if key not in self._eval_batch_cache:
+            rank, count = distributed.rank(), distributed.process_count()
+            parts = [distributed.eval_part(index, rank, count)
+                     for index in self.eval_batch_indices(split, num_examples, batch_size)]
+            self._eval_batch_cache[key] = [(self.to_device(self.host_eval_batch(split, part)), is_real)
+                                           for part, is_real in parts]
+        return self._eval_batch_cache[key]
+
     # ----- data: NumPy batches (spec.Workload) to and from the device -----
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         """NumPy arrays (also inside lists, tuples and named tuples) as tensors on the device; the rest as is."""
@@ -131,11 +179,13 @@ class TorchWorkload(spec.Workload):
         model.to(self.device)
         self._param_shapes = {name: spec.ShapeTuple(p.shape) for name, p in model.named_parameters()}
         self._param_types = parameter_types(model)
+        if distributed.process_count() > 1:  # the trial wraps the model in DDP, whose names start `module.`
+            self._param_types = distributed.ParameterTypes(self._param_types)
         self._dropout_rate, self._batch_norm_updates = None, True
         return model, None
 
     def is_output_params(self, param_key: str) -> bool:
-        return param_key.startswith(self.output_layer_name + ".")
+        return distributed.model_name(param_key).startswith(self.output_layer_name + ".")
 
     def model_fn(
         self,
