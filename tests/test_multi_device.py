@@ -291,3 +291,36 @@ def test_ddp_names_of_parameters_find_their_types():
     assert types["module.head.weight"] == types["head.weight"] == "W" and list(types) == ["head.weight"]
     with pytest.raises(KeyError):
         types["module.tail.weight"]
+
+
+# ----- the library's curvature submissions (full API, more than one backward pass per forward pass) -----
+@pytest.mark.parametrize("submission", ["sophia_h", "adahessian", "mezo"])
+def test_a_curvature_submission_on_two_processes_trains_as_on_one(tmp_path, submission):
+    """Hutchinson probes and MeZO's directions come from the same seed in every process, so two processes
+    must take the steps of one on the whole batch: gradients, Hessian-vector products and losses are
+    means over the global batch, averaged over the processes outside DDP's hooks. Tolerance: float32 sums
+    in another order, amplified by the curvature estimates' divisions (1e-4 relative)."""
+    steps = ("--max_global_steps", "12", "--eval_every_steps", "4")
+    for name, num_devices in (("one", 1), ("two", 2)):
+        result = run_submit(*trial_args(tmp_path, REPO / "submissions" / submission, name, num_devices, *steps))
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = trial_dir(tmp_path, "one", submission), trial_dir(tmp_path, "two", submission)
+    final_one = torch.load(one / "checkpoint" / "latest.pt", weights_only=True)["model"]
+    final_two = torch.load(two / "checkpoint" / "latest.pt", weights_only=True)["model"]
+    for key in final_one:
+        torch.testing.assert_close(final_two[key], final_one[key], rtol=1e-4, atol=1e-6)
+    assert rows(one)[-1]["train/loss"] != rows(one)[0]["train/loss"]  # it moved
+    for row_one, row_two in zip(rows(one), rows(two)):
+        assert metrics(row_two) == pytest.approx(metrics(row_one), rel=1e-4)
+
+
+def test_sophia_g_trains_on_two_processes(tmp_path):
+    """Sophia-G's labels are sampled per process from its own rows, so its curvature differs from one
+    process's draw on the whole batch; its two sampled-label and real backward passes per forward pass must
+    run under --num_devices 2 and train."""
+    steps = ("--max_global_steps", "12", "--eval_every_steps", "4")
+    result = run_submit(*trial_args(tmp_path, REPO / "submissions" / "sophia_g", "two", 2, *steps))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial = trial_dir(tmp_path, "two", "sophia_g")
+    assert json.loads((trial / "summary.json").read_text())["status"] == "stopped"
+    assert rows(trial)[-1]["train/loss"] < rows(trial)[0]["train/loss"]

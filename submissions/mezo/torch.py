@@ -24,6 +24,7 @@ from typing import Iterator
 import torch
 
 from harness import spec
+from harness.backends.torch import distributed
 from submissions.mezo.common import NO_DECAY, SELF_TUNING_DEFAULTS
 
 
@@ -53,7 +54,7 @@ def _loss(workload: spec.Workload, model: torch.nn.Module, model_state, batch: d
     logits, _ = workload.model_fn(model, batch, model_state, spec.ForwardPassMode.EVAL, rng, update_batch_norm=False)
     with torch.enable_grad():  # recorded as the training loss; the logits carry no graph
         loss_dict = workload.loss_fn(batch["targets"], logits, batch.get("weights"))
-    return float(loss_dict["summed"]) / float(loss_dict["n_valid_examples"])
+    return float(distributed.global_mean(loss_dict["summed"], loss_dict["n_valid_examples"])[0])
 
 
 @torch.no_grad()

@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from harness.backends.torch.curvature import mean_loss, sampled_labels, sophia_optimizer_state, training_logits
+from harness.backends.torch.curvature import (
+    average_gradients, mean_loss, sampled_labels, sophia_optimizer_state, training_logits,
+)
 from submissions.sophia_g.common import EPSILON, HESSIAN_INTERVAL, SELF_TUNING_DEFAULTS
 
 
@@ -49,12 +51,14 @@ def update_params(
     if global_step % HESSIAN_INTERVAL == 0:
         sampled_loss, n_valid = mean_loss(workload, logits, sampled_labels(workload, logits), batch)
         sampled_loss.backward(retain_graph=True)
+        average_gradients(params)
         torch.nn.utils.clip_grad_norm_(params, max_norm=hp.grad_clip)  # as the official script does
         batch_size = float(n_valid)
         optimizer.update_hessian([batch_size * p.grad * p.grad for p in params])
         optimizer.zero_grad(set_to_none=True)
     loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
     loss.backward()
+    average_gradients(params)
     torch.nn.utils.clip_grad_norm_(params, max_norm=hp.grad_clip)
     optimizer.step()
     optimizer_state["scheduler"].step()

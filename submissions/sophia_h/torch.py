@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 
 from harness import spec
-from harness.backends.torch.curvature import gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits
+from harness.backends.torch.curvature import (
+    average_gradients, gradients_with_hutchinson, mean_loss, sophia_optimizer_state, training_logits,
+)
 from submissions.sophia_h.common import EPSILON, HESSIAN_INTERVAL, PROBES, SELF_TUNING_DEFAULTS
 
 
@@ -53,6 +55,7 @@ def update_params(
         logits, new_model_state = training_logits(workload, model, model_state, batch, hp, rng)
         loss, _ = mean_loss(workload, logits, batch["targets"], batch, hp.label_smoothing)
         loss.backward()
+        average_gradients(params)
     torch.nn.utils.clip_grad_norm_(params, max_norm=hp.grad_clip)
     optimizer.step()
     optimizer_state["scheduler"].step()

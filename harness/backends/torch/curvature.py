@@ -8,6 +8,12 @@ Estimators, for a loss L(θ) with gradient g on a mini-batch of B examples (toke
                                      ŷ ~ softmax(f(θ, x)),  ĝ = ∇ (1/B) Σ ℓ(f(θ, x), ŷ),  ĥ = B · ĝ ⊙ ĝ
 
 Probes and sampled labels are drawn from torch's global generator, which the harness seeds per trial.
+
+On several processes (`--num_devices`, DDP) these submissions run the model unwrapped, outside DDP's
+gradient hooks (which allow one backward pass per forward pass, and a Hessian-vector product needs more),
+take the mean loss over the global batch (`distributed.global_mean`) and average every gradient and
+Hessian-vector product over the processes themselves (`average_gradients`), so that each process takes
+the same step as one process on the whole batch. Every process draws the same probes (the same seed).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness import spec
+from harness.backends.torch import distributed
 from harness.backends.torch.foreach import evaluate_closure, groups_with_gradients
 from harness.backends.torch.schedules import warmup_cosine_decay
 
@@ -33,9 +40,9 @@ def training_logits(
     rng: spec.RandomState,
 ) -> tuple[torch.Tensor, spec.ModelAuxiliaryState]:
     """Forward pass in train mode (BatchNorm statistics updated) with the point's `dropout_rate`,
-    as the harness's short form does."""
+    as the harness's short form does; under DDP, of the model inside the wrapper (see above)."""
     return workload.model_fn(
-        params=model,
+        params=distributed.unwrapped(model),
         augmented_and_preprocessed_input_batch=batch,
         model_state=model_state,
         mode=spec.ForwardPassMode.TRAIN,
@@ -52,12 +59,17 @@ def mean_loss(
     batch: dict[str, torch.Tensor],
     label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor | int]:
-    """(mean loss, number of valid examples) of `workload.loss_fn`. Called with gradients on, so the
-    harness's divergence check reads the latest such call as the training loss."""
+    """(mean loss, number of valid examples) of `workload.loss_fn` over the global batch (`distributed.global_mean`).
+    Called with gradients on, so the harness's divergence check reads the latest such call as the training loss."""
     loss_dict = workload.loss_fn(
         label_batch=labels, logits_batch=logits, mask_batch=batch.get("weights"), label_smoothing=label_smoothing
     )
-    return loss_dict["summed"] / loss_dict["n_valid_examples"], loss_dict["n_valid_examples"]
+    return distributed.global_mean(loss_dict["summed"], loss_dict["n_valid_examples"])
+
+
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Each `p.grad` averaged over the processes of a multi-device trial (see above); nothing in one process."""
+    distributed.average_over_processes([p.grad for p in params if p.grad is not None])
 
 
 def sampled_labels(workload: spec.Workload, logits: torch.Tensor) -> torch.Tensor:
@@ -110,8 +122,10 @@ def hutchinson_diagonal(
     """
     grads = torch.autograd.grad(loss, params, create_graph=True)
     probes = hutchinson_probes(params, distribution)
-    hessian_probes = torch.autograd.grad(grads, params, grad_outputs=probes)
-    return [g.detach() for g in grads], [z * hz for z, hz in zip(probes, hessian_probes)]
+    hessian_probes = list(torch.autograd.grad(grads, params, grad_outputs=probes))
+    grads = [g.detach() for g in grads]
+    distributed.average_over_processes(grads + hessian_probes)
+    return grads, [z * hz for z, hz in zip(probes, hessian_probes)]
 
 
 def gradients_with_hutchinson(

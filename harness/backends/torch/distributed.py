@@ -179,6 +179,28 @@ def summed(value: torch.Tensor | int, device: torch.device) -> torch.Tensor:
     return total
 
 
+def global_mean(summed_loss: torch.Tensor, count: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """(mean loss over the global batch, its example count) from this process's summed loss and count: in a
+    trial on several processes both are summed over them, the loss differentiably (`sum_with_gradient`), so
+    that the gradient DDP averages (or `average_over_processes` does) is the global mean's."""
+    if process_count() > 1:
+        summed_loss, count = sum_with_gradient(summed_loss), summed(count, summed_loss.device)
+    return summed_loss / count, count
+
+
+def average_over_processes(tensors: list[torch.Tensor]) -> None:
+    """In place, each tensor the mean of its values over the processes, in one all-reduce: for gradients
+    computed outside DDP's hooks (curvature submissions run the unwrapped model); nothing in one process."""
+    count = process_count()
+    if count == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= count
+    for tensor, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        tensor.copy_(part.view_as(tensor))
+
+
 # ----- processes: the agent and the ranks -----
 def launch(trial_dir: Path, num_devices: int, errors_dir: Path) -> int:
     """Run the trial on `num_devices` devices (the agent and its ranks, as children of this process);

@@ -74,10 +74,8 @@ def standard_functions(
             mask_batch=batch.get("weights"),
             label_smoothing=getattr(hyperparameters, "label_smoothing", 0.0),
         )
-        summed, count = loss_dict["summed"], loss_dict["n_valid_examples"]
-        if distributed.process_count() > 1:
-            summed, count = distributed.sum_with_gradient(summed), distributed.summed(count, summed.device)
-        (summed / count).backward()
+        loss, _ = distributed.global_mean(loss_dict["summed"], loss_dict["n_valid_examples"])
+        loss.backward()
         grad_clip = getattr(hyperparameters, "grad_clip", None)
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
