@@ -37,14 +37,18 @@ class BleuReferences(NamedTuple):
 
 
 def bleu_references(references: list[str]) -> BleuReferences:
-    """`references` prepared once for `bleu_statistics`."""
-    return BleuReferences(len(references), _bleu_class()(references=[references]))
+    """`references` prepared once for `bleu_statistics` (none: a batch without real rows)."""
+    return BleuReferences(len(references), _bleu_class()(references=[references]) if references else None)
 
 
 def bleu_statistics(hypotheses: list[str], references: list[str] | BleuReferences) -> dict[str, float]:
     """BLEU's sufficient statistics of a batch of detokenised translations (sacrebleu's 13a tokeniser);
     the statistics of a corpus are the sums over its batches. `references`: one text per hypothesis,
-    or `bleu_references` of them (the same statistics)."""
+    or `bleu_references` of them (the same statistics). No translations (a batch part without real rows,
+    in a multi-process evaluation) count nothing."""
+    count = references.count if isinstance(references, BleuReferences) else len(references)
+    if not hypotheses and count == 0:
+        return dict.fromkeys(BLEU_KEYS, 0.0)
     if not isinstance(references, BleuReferences):
         score = _bleu_class()().corpus_score(hypotheses, [references])
     elif len(hypotheses) == references.count:

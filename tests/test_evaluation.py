@@ -50,3 +50,11 @@ def test_length_sorted_evaluation_does_not_depend_on_the_batch_size(name, data_d
     large = workload._eval_model_on_split("validation", 12, 12, model, state, 0, str(data_dir))
     assert small[metric] == large[metric] and math.isfinite(small[metric])
     assert small == pytest.approx(large, rel=1e-6)
+
+
+def test_a_batch_without_translations_counts_nothing():
+    empty = bleu_statistics([], bleu_references([]))
+    assert empty == bleu_statistics([], []) and set(empty.values()) == {0.0}
+    hypotheses, references = ["the cat sat on the mat"], ["the cat sat on a mat"]
+    with_empty = {k: v + empty[k] for k, v in bleu_statistics(hypotheses, references).items()}
+    assert with_empty == bleu_statistics(hypotheses, references)

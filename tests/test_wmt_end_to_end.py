@@ -61,3 +61,20 @@ def test_missing_data_is_one_line_naming_the_prepare_command(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "runs").exists()
     assert result.stderr.strip() == (f"error: wmt data is not prepared in {tmp_path / 'none'}: run python -m "
                                      f"harness.prepare_data --workload wmt --data_dir {tmp_path / 'none'}")
+
+
+@pytest.mark.parametrize("framework", ["pytorch", "jax"])
+def test_sophia_on_wmt_runs_on_two_devices(prepared, tmp_path, framework):
+    """Two torchrun processes (gloo), or a mesh of two host devices: evaluation batches are split between
+    the devices, so one device's part of the last batch may hold no pair (its BLEU statistics count nothing)."""
+    if framework == "jax":
+        pytest.importorskip("flax")
+    env = {**model_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = run_submit("--workload", "wmt", "--submission", "sophia", "--framework", framework, "--num_devices", "2",
+                        "--data_dir", str(prepared), "--max_global_steps", "4", "--experiment_dir", str(tmp_path),
+                        "--experiment_name", "e", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trial = tmp_path / "e" / f"wmt_{framework}" / "sophia_g" / "study_0" / "trial_1"
+    rows = [json.loads(line) for line in (trial / "eval.jsonl").read_text().splitlines()]
+    assert [row["global_step"] for row in rows] == [1, 4] and "validation/bleu" in rows[-1]
+    assert json.loads((trial / "meta.json").read_text())["num_devices"] == 2
