@@ -43,6 +43,16 @@ STEPS = 80
 SLURM = ["--executor", "slurm", "--slurm_gpus_per_trial", "0"]
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_children():
+    """Processes started here get SIGINT's default action even where this one ignores it (a background job,
+    or an earlier test in this process, passes the ignore on to children): Ctrl-C and submitit's local
+    `cancel` are SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def local_cluster() -> dict[str, str]:
     """The environment of a `submit.py` whose Slurm jobs run here (submitit's LocalExecutor)."""
     return {**os.environ, slurm.CLUSTER_VARIABLE: "local"}
