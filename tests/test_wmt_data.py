@@ -287,7 +287,20 @@ def test_an_incomplete_source_dir_names_what_is_missing(fixture, tmp_path):
     source, _, _ = fixture
     shutil.copytree(source, tmp_path / "source")
     (tmp_path / "source" / "wmt17" / "de-en" / "train-00001-of-00002.parquet").unlink()
-    with pytest.raises(DataMissingError, match=r"lacks .*wmt17/de-en/train-\*-of-\*\.parquet"):
+    with pytest.raises(DataMissingError, match=r"lacks [^ ]*/source/wmt17/de-en/train-00001-of-00002\.parquet: put"):
+        prepare_tiny(tmp_path / "data", tmp_path / "source")
+    for shard in (tmp_path / "source" / "wmt14" / "de-en").glob("test-*"):
+        shard.unlink()
+    with pytest.raises(DataMissingError, match=r"train-00001-of-00002\.parquet, [^ ]*/wmt14/de-en/test-\*-of-\*\.parquet: put"):
+        prepare_tiny(tmp_path / "data", tmp_path / "source")
+
+
+def test_a_file_that_is_not_parquet_is_one_clear_error(fixture, tmp_path):
+    source, _, _ = fixture
+    shutil.copytree(source, tmp_path / "source")
+    bad = tmp_path / "source" / "wmt17" / "de-en" / "train-00001-of-00002.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])  # as a truncated copy
+    with pytest.raises(UserInputError, match=rf"{bad} is not a readable parquet file \(.*\): replace it"):
         prepare_tiny(tmp_path / "data", tmp_path / "source")
 
 

@@ -153,16 +153,23 @@ def _folder(root: Path, split: str) -> Path:
 
 def source_files(root: Path) -> tuple[dict[str, list[Path]], list[str]]:
     """Each split's parquet shards under `root`, in shard order, for the splits whose shards
-    `<split>-<i>-of-<n>.parquet` are all there; and a pattern for each split that is not complete."""
+    `<split>-<i>-of-<n>.parquet` are all there; and, for each split that is not complete, what it lacks:
+    the missing shards' names where its shards agree on n, else the pattern."""
     files, missing = {}, []
     for split in SOURCES:
         folder = _folder(root, split)
         shards = [(m, p) for p in sorted(folder.glob(f"{split}-*.parquet")) if (m := _SHARD.fullmatch(p.name))]
-        counts = {int(m["count"]) for m, _ in shards}
-        if len(counts) == 1 and [int(m["index"]) for m, _ in shards] == list(range(counts.pop())):
+        counts = {m["count"] for m, _ in shards}
+        if len(counts) != 1:
+            missing.append(str(folder / f"{split}-*-of-*.parquet"))
+            continue
+        count = counts.pop()
+        present = {int(m["index"]) for m, _ in shards}
+        if present == set(range(int(count))):
             files[split] = [p for _, p in shards]
         else:
-            missing.append(str(folder / f"{split}-*-of-*.parquet"))
+            missing += [str(folder / f"{split}-{i:0{len(count)}d}-of-{count}.parquet")
+                        for i in range(int(count)) if i not in present]
     return files, missing
 
 
@@ -211,9 +218,14 @@ def locate_sources(data_dir: Path, source_dir: Path | None, allow_download: bool
 
 
 def _parquet(path: Path):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path)
+    try:
+        return pq.ParquetFile(path)
+    except pa.ArrowException as exc:
+        raise UserInputError(f"{path} is not a readable parquet file ({str(exc).strip().splitlines()[0]}): "
+                             f"replace it with the Hugging Face file") from exc
 
 
 def check_sources(files: dict[str, list[Path]], expected_pairs: Mapping[str, int] | None) -> dict[str, list[int]]:
