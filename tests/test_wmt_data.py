@@ -209,7 +209,7 @@ prepare_tiny({data_dir!r}, {source!r})
 """
 
 
-def test_a_killed_preparation_resumes_from_its_finished_chunks(fixture, tmp_path, monkeypatch):
+def test_a_second_preparation_at_once_is_refused_and_a_killed_one_resumes_from_its_finished_chunks(fixture, tmp_path, monkeypatch):
     source, data_dir, _ = fixture
     script = KILLED_RUN.format(repo=str(REPO), tests=str(REPO / "tests"), data_dir=str(tmp_path), source=str(source))
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
@@ -217,6 +217,8 @@ def test_a_killed_preparation_resumes_from_its_finished_chunks(fixture, tmp_path
     deadline = time.monotonic() + 60
     while len(list(chunks.glob("*.npz"))) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    with pytest.raises(UserInputError, match=f"another process is preparing the wmt data in {tmp_path / 'wmt'}; wait"):
+        prepare_tiny(tmp_path, source)  # a second copy at once
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     finished = sorted(chunks.glob("*.npz"))
