@@ -32,6 +32,7 @@ import numpy as np
 from flax import linen as nn
 
 from harness import spec
+from harness.backends.jax.attention import EncoderDecoderAttention
 from harness.backends.jax.layers import dropout, torch_layer_norm, with_encoder_decoder_types
 from harness.backends.jax.workload import JaxWorkload
 from harness.bleu import bleu_statistics
@@ -56,43 +57,6 @@ def sinusoidal_positions(length: int, width: int) -> jax.Array:
     return jnp.concatenate((jnp.sin(position * frequency), jnp.cos(position * frequency)), axis=1)
 
 
-class Attention(nn.Module):
-    """Multi-head attention without biases: self-attention fuses the query/key/value projections
-    (`qkv`); attention over the encoder output projects queries (`q`) and keys and values (`kv`)."""
-
-    width: int
-    heads: int
-    cross: bool
-
-    def setup(self) -> None:
-        if self.cross:
-            self.q, self.kv = dense(self.width, use_bias=False), dense(2 * self.width, use_bias=False)
-        else:
-            self.qkv = dense(3 * self.width, use_bias=False)
-        self.out = dense(self.width, use_bias=False)
-
-    def _split(self, y, parts: int) -> tuple:
-        """(B, L, parts · width) -> `parts` arrays (B, L, heads, width / heads)."""
-        y = y.reshape(*y.shape[:2], parts, self.heads, self.width // self.heads)
-        return tuple(y[:, :, i] for i in range(parts))
-
-    def self_qkv(self, x) -> tuple:
-        return self._split(self.qkv(x), 3)
-
-    def query(self, x):
-        return self._split(self.q(x), 1)[0]
-
-    def memory_kv(self, memory) -> tuple:
-        return self._split(self.kv(memory), 2)
-
-    def attend(self, q, k, v, mask, train: bool = False, rate: float = 0.0):
-        """softmax(q kᵀ / √head_width, keys where `mask` is False left out), dropout on its weights, times v."""
-        rng = self.make_rng("dropout") if train and rate > 0.0 else None
-        y = nn.dot_product_attention(q, k, v, mask=mask, broadcast_dropout=False, dropout_rng=rng, dropout_rate=rate,
-                                     deterministic=rng is None)
-        return self.out(y.reshape(*y.shape[:2], self.width))
-
-
 class Block(nn.Module):
     """What encoder and decoder blocks share: the ReLU MLP, `mlp_0` and `mlp_3` as torch's `mlp.0`, `mlp.3`
     (Linear, ReLU, Dropout, Linear)."""
@@ -110,7 +74,7 @@ class EncoderBlock(Block):
     def setup(self) -> None:
         super().setup()
         self.ln1, self.ln2 = layer_norm(), layer_norm()
-        self.attention = Attention(WIDTH, HEADS, cross=False)
+        self.attention = EncoderDecoderAttention(WIDTH, HEADS, cross=False, xavier_per_part=False)
 
     def __call__(self, x, source_mask, train: bool, rate: float):
         attended = self.attention.attend(*self.attention.self_qkv(self.ln1(x)), source_mask, train, rate)
@@ -124,8 +88,8 @@ class DecoderBlock(Block):
     def setup(self) -> None:
         super().setup()
         self.ln1, self.ln2, self.ln3 = layer_norm(), layer_norm(), layer_norm()
-        self.self_attention = Attention(WIDTH, HEADS, cross=False)
-        self.cross_attention = Attention(WIDTH, HEADS, cross=True)
+        self.self_attention = EncoderDecoderAttention(WIDTH, HEADS, cross=False, xavier_per_part=False)
+        self.cross_attention = EncoderDecoderAttention(WIDTH, HEADS, cross=True, xavier_per_part=False)
 
     def __call__(self, x, memory_kv, source_mask, train: bool, rate: float):
         """All target positions at once (teacher forcing)."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
+from harness.backends.torch.attention import EncoderDecoderAttention
 from harness.backends.torch.workload import TorchWorkload
 from harness.bleu import bleu_statistics
 from workloads.bible_translation import data
@@ -38,36 +38,11 @@ def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
     return torch.cat((torch.sin(position * frequency), torch.cos(position * frequency)), dim=1)
 
 
-class Attention(nn.Module):
-    """Multi-head attention without biases; self-attention fuses the query/key/value projections."""
-
-    def __init__(self, width: int, heads: int, cross: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        if cross:
-            self.q = nn.Linear(width, width, bias=False)
-            self.kv = nn.Linear(width, 2 * width, bias=False)
-        else:
-            self.qkv = nn.Linear(width, 3 * width, bias=False)
-        self.out = nn.Linear(width, width, bias=False)
-        self.dropout = nn.Dropout(0.0)  # its p is the dropout rate on attention weights
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, W) -> (B, heads, L, W / heads)
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-    def self_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self._split(y) for y in self.qkv(x).chunk(3, dim=-1))
-
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split(self.q(x))
-
-    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(self._split(y) for y in self.kv(memory).chunk(2, dim=-1))
-
-    def attend(self, q, k, v, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        p = self.dropout.p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        return self.out(y.transpose(1, 2).flatten(2))
+def attention(width: int, heads: int, cross: bool) -> EncoderDecoderAttention:
+    """Attention with dropout on its weights; torch's default Linear layers, which `Transformer`
+    initialises."""
+    return EncoderDecoderAttention(width, heads, cross, weight_dropout=True,
+                                   projection=lambda fan_in, fan_out, parts: nn.Linear(fan_in, fan_out, bias=False))
 
 
 class Mlp(nn.Sequential):
@@ -81,7 +56,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, width: int, heads: int, hidden: int) -> None:
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(width, eps=LAYER_NORM_EPS), nn.LayerNorm(width, eps=LAYER_NORM_EPS)
-        self.attention = Attention(width, heads, cross=False)
+        self.attention = attention(width, heads, cross=False)
         self.mlp = Mlp(width, hidden)
         self.dropout = nn.Dropout(0.0)
 
@@ -100,8 +75,8 @@ class DecoderBlock(nn.Module):
     def __init__(self, width: int, heads: int, hidden: int) -> None:
         super().__init__()
         self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(width, eps=LAYER_NORM_EPS) for _ in range(3))
-        self.self_attention = Attention(width, heads, cross=False)
-        self.cross_attention = Attention(width, heads, cross=True)
+        self.self_attention = attention(width, heads, cross=False)
+        self.cross_attention = attention(width, heads, cross=True)
         self.mlp = Mlp(width, hidden)
         self.dropout = nn.Dropout(0.0)
 
@@ -195,28 +170,11 @@ class Transformer(nn.Module):
         return tokens
 
 
-def attention_parameter_types(model: nn.Module) -> dict[str, spec.ParameterType]:
-    """AlgoPerf's types for the attention projections (the generic tree calls them WEIGHT)."""
-    types, T = {}, spec.ParameterType
-    for name, module in model.named_modules():
-        if isinstance(module, Attention):
-            for projection, kind in (("qkv", T.ATTENTION_QKV), ("q", T.ATTENTION_Q), ("kv", T.ATTENTION_KV),
-                                     ("out", T.ATTENTION_OUT)):
-                if hasattr(module, projection):
-                    types[f"{name}.{projection}.weight"] = kind
-    return types
-
-
 class Workload(BibleTranslationWorkload, TorchWorkload):
     output_layer_name = "shared_embedding"  # the output layer is the shared embedding, as in AlgoPerf's wmt
 
     def build_model(self) -> nn.Module:
         return Transformer()
-
-    def init_model_fn(self, rng: spec.RandomState) -> tuple[nn.Module, None]:
-        model, model_state = super().init_model_fn(rng)
-        self._param_types.update(attention_parameter_types(model))
-        return model, model_state
 
     def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The whole batch: the decoder reads the targets shifted right (teacher forcing)."""

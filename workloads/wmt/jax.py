@@ -34,6 +34,7 @@ import numpy as np
 from flax import linen as nn
 
 from harness import spec
+from harness.backends.jax.attention import EncoderDecoderAttention, xavier_dense
 from harness.backends.jax.beam_search import beam_search
 from harness.backends.jax.layers import dropout, torch_layer_norm, with_encoder_decoder_types
 from harness.backends.jax.workload import JaxWorkload
@@ -66,55 +67,6 @@ def attention_mask(query_tokens, key_tokens, query_segments=None, key_segments=N
     return keep
 
 
-def xavier_uniform_blocks(parts: int):
-    """A (fan_in, fan_out) kernel of `parts` side-by-side kernels, each Xavier-uniform:
-    U(±√(6 / (fan_in + fan_out / parts)))."""
-    def init(key, shape, dtype=jnp.float32):
-        bound = math.sqrt(6.0 / (shape[0] + shape[1] // parts))
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    return init
-
-
-def dense(features: int, use_bias: bool, parts: int = 1) -> nn.Dense:
-    return nn.Dense(features, use_bias=use_bias, kernel_init=xavier_uniform_blocks(parts),
-                    bias_init=nn.initializers.normal(1e-6))
-
-
-class Attention(nn.Module):
-    """Multi-head attention without biases: self-attention (`qkv`) or attention over the encoder output
-    (`q`, `kv`); `out` projects the heads back."""
-
-    width: int
-    heads: int
-    cross: bool
-
-    def setup(self) -> None:
-        if self.cross:
-            self.q, self.kv = dense(self.width, False), dense(2 * self.width, False, parts=2)
-        else:
-            self.qkv = dense(3 * self.width, False, parts=3)
-        self.out = dense(self.width, False)
-
-    def _split(self, y, parts: int) -> tuple:
-        """(B, L, parts · width) -> `parts` arrays (B, L, heads, width / heads)."""
-        y = y.reshape(*y.shape[:2], parts, self.heads, self.width // self.heads)
-        return tuple(y[:, :, i] for i in range(parts))
-
-    def self_qkv(self, x) -> tuple:
-        return self._split(self.qkv(x), 3)
-
-    def query(self, x):
-        return self._split(self.q(x), 1)[0]
-
-    def memory_kv(self, memory) -> tuple:
-        return self._split(self.kv(memory), 2)
-
-    def attend(self, q, k, v, mask):
-        """softmax(q kᵀ / √head_width, keys where `mask` is False left out) v, heads joined and projected."""
-        y = nn.dot_product_attention(q, k, v, mask=mask, deterministic=True)
-        return self.out(y.reshape(*y.shape[:2], self.width))
-
-
 class Block(nn.Module):
     """What encoder and decoder blocks share: the ReLU MLP, `mlp_0` and `mlp_3` as torch's `mlp.0`, `mlp.3`
     (Linear, ReLU, Dropout, Linear)."""
@@ -122,7 +74,7 @@ class Block(nn.Module):
     config: TransformerConfig
 
     def setup(self) -> None:
-        self.mlp_0, self.mlp_3 = dense(self.config.mlp_width, True), dense(self.config.width, True)
+        self.mlp_0, self.mlp_3 = xavier_dense(self.config.mlp_width, True), xavier_dense(self.config.width, True)
 
     def mlp(self, x, train: bool, rate: float):
         return self.mlp_3(dropout(self, nn.relu(self.mlp_0(x)), rate, train))
@@ -137,7 +89,7 @@ class EncoderBlock(Block):
     def setup(self) -> None:
         super().setup()
         self.ln1, self.ln2 = self.layer_norm(), self.layer_norm()
-        self.attention = Attention(self.config.width, self.config.heads, cross=False)
+        self.attention = EncoderDecoderAttention(self.config.width, self.config.heads, cross=False)
 
     def __call__(self, x, mask, train: bool, rate: float):
         x = x + dropout(self, self.attention.attend(*self.attention.self_qkv(self.ln1(x)), mask), rate, train)
@@ -150,8 +102,8 @@ class DecoderBlock(Block):
     def setup(self) -> None:
         super().setup()
         self.ln1, self.ln2, self.ln3 = self.layer_norm(), self.layer_norm(), self.layer_norm()
-        self.self_attention = Attention(self.config.width, self.config.heads, cross=False)
-        self.cross_attention = Attention(self.config.width, self.config.heads, cross=True)
+        self.self_attention = EncoderDecoderAttention(self.config.width, self.config.heads, cross=False)
+        self.cross_attention = EncoderDecoderAttention(self.config.width, self.config.heads, cross=True)
 
     def __call__(self, x, memory_kv, memory_mask, self_mask, train: bool, rate: float):
         """All target positions at once (teacher forcing)."""

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness import spec
+from harness.backends.torch.attention import EncoderDecoderAttention, xavier_linear
 from harness.backends.torch.beam_search import beam_search
 from harness.backends.torch.workload import TorchWorkload
 from workloads.wmt.data import EOS_ID, PAD_ID
@@ -81,52 +81,6 @@ def attention_mask(query_tokens: torch.Tensor | None, key_tokens: torch.Tensor,
     return torch.zeros(keep.shape, device=keep.device).masked_fill(~keep, torch.finfo(torch.float32).min)
 
 
-def linear(fan_in: int, fan_out: int, bias: bool, parts: int = 1) -> nn.Linear:
-    """A Linear layer whose kernel is `parts` stacked (fan_out / parts × fan_in) kernels, each
-    Xavier-uniform, U(±√(6 / (fan_in + fan_out / parts))); bias N(0, 1e-6²) (AlgoPerf's initialisers)."""
-    layer = nn.Linear(fan_in, fan_out, bias=bias)
-    bound = math.sqrt(6.0 / (fan_in + fan_out // parts))
-    nn.init.uniform_(layer.weight, -bound, bound)
-    if bias:
-        nn.init.normal_(layer.bias, std=1e-6)
-    return layer
-
-
-class Attention(nn.Module):
-    """Multi-head attention without biases: self-attention (`qkv`) or attention over the encoder output
-    (`q`, `kv`); `out` projects the heads back."""
-
-    def __init__(self, width: int, heads: int, cross: bool) -> None:
-        super().__init__()
-        self.heads = heads
-        T = spec.ParameterType
-        if cross:
-            self.q, self.kv = linear(width, width, False), linear(width, 2 * width, False, parts=2)
-            self.algoperf_parameter_types = {"q.weight": T.ATTENTION_Q, "kv.weight": T.ATTENTION_KV}
-        else:
-            self.qkv = linear(width, 3 * width, False, parts=3)
-            self.algoperf_parameter_types = {"qkv.weight": T.ATTENTION_QKV}
-        self.out = linear(width, width, False)
-        self.algoperf_parameter_types["out.weight"] = T.ATTENTION_OUT
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, W) -> (B, heads, L, W / heads)
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)
-
-    def self_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self._split(y) for y in self.qkv(x).chunk(3, dim=-1))
-
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split(self.q(x))
-
-    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(self._split(y) for y in self.kv(memory).chunk(2, dim=-1))
-
-    def attend(self, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """softmax(q kᵀ / √head_width + mask) v, heads joined and projected: (B, L, W)."""
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.transpose(1, 2).flatten(2))
-
-
 class Block(nn.Module):
     """What encoder and decoder blocks share: the ReLU MLP `mlp` (Linear, ReLU, Dropout, Linear) and the
     dropout on the residual branches."""
@@ -134,7 +88,8 @@ class Block(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         width, hidden, rate = config.width, config.mlp_width, config.dropout_rate
-        self.mlp = nn.Sequential(linear(width, hidden, True), nn.ReLU(), nn.Dropout(rate), linear(hidden, width, True))
+        self.mlp = nn.Sequential(xavier_linear(width, hidden, True), nn.ReLU(), nn.Dropout(rate),
+                                 xavier_linear(hidden, width, True))
         self.dropout = nn.Dropout(rate)
 
     def layer_norm(self, config: TransformerConfig) -> nn.LayerNorm:
@@ -147,7 +102,7 @@ class EncoderBlock(Block):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.ln1, self.ln2 = self.layer_norm(config), self.layer_norm(config)
-        self.attention = Attention(config.width, config.heads, cross=False)
+        self.attention = EncoderDecoderAttention(config.width, config.heads, cross=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attention.attend(*self.attention.self_qkv(self.ln1(x)), mask))
@@ -160,8 +115,8 @@ class DecoderBlock(Block):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.ln1, self.ln2, self.ln3 = (self.layer_norm(config) for _ in range(3))
-        self.self_attention = Attention(config.width, config.heads, cross=False)
-        self.cross_attention = Attention(config.width, config.heads, cross=True)
+        self.self_attention = EncoderDecoderAttention(config.width, config.heads, cross=False)
+        self.cross_attention = EncoderDecoderAttention(config.width, config.heads, cross=True)
 
     def forward(self, x, memory_kv, memory_mask, self_mask) -> torch.Tensor:
         """All target positions at once (teacher forcing)."""
