@@ -48,7 +48,8 @@ def test_published_style_external_tuning_submissions_run_unmodified_on_two_mini_
     result = run_submit(
         "--workload", ",".join(MINI), "--submission",
         f"{STYLE / 'nadamw_warmup_cosine' / 'submission.py'},{STYLE / 'lawa_inner_loop'}",
-        "--max_global_steps", "20", "--experiment_dir", str(tmp_path), "--data_dir", str(DATA_DIR),
+        "--max_global_steps", "20", "--eval_every_steps", "10", "--experiment_dir", str(tmp_path),
+        "--data_dir", str(DATA_DIR),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = trials(tmp_path / "default")
@@ -63,8 +64,8 @@ def test_published_style_external_tuning_submissions_run_unmodified_on_two_mini_
 def test_published_style_self_tuning_submission_keeps_its_hyperparameters_in_the_optimizer_state(tmp_path):
     result = run_submit(
         "--workload", ",".join(MINI), "--submission", str(STYLE / "lion_self_tuned" / "submission.py"),
-        "--tuning_ruleset", "self", "--max_global_steps", "20", "--experiment_dir", str(tmp_path),
-        "--data_dir", str(DATA_DIR),
+        "--tuning_ruleset", "self", "--max_global_steps", "20", "--eval_every_steps", "10",
+        "--experiment_dir", str(tmp_path), "--data_dir", str(DATA_DIR),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = trials(tmp_path / "default")
