@@ -45,15 +45,17 @@ def assert_trained_unmodified(trial: Path, workload: str, submission: str) -> No
 
 
 def test_published_style_external_tuning_submissions_run_unmodified_on_two_mini_workloads(tmp_path):
-    result = run_submit(
-        "--workload", ",".join(MINI), "--submission",
-        f"{STYLE / 'nadamw_warmup_cosine' / 'submission.py'},{STYLE / 'lawa_inner_loop'}",
-        "--max_global_steps", "20", "--eval_every_steps", "10", "--experiment_dir", str(tmp_path),
-        "--data_dir", str(DATA_DIR),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = {"mri_reconstruction": STYLE / "nadamw_warmup_cosine" / "submission.py",
+             "adult_ctr": STYLE / "lawa_inner_loop"}  # a submission file, and a folder
+    for workload, submission in pairs.items():
+        result = run_submit(
+            "--workload", workload, "--submission", str(submission), "--max_global_steps", "20",
+            "--eval_every_steps", "10", "--experiment_dir", str(tmp_path), "--data_dir", str(DATA_DIR),
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
     found = trials(tmp_path / "default")
-    assert set(found) == {(f"{w}_pytorch", s) for w in MINI for s in ("nadamw_warmup_cosine", "lawa_inner_loop")}
+    assert set(found) == {(f"{workload}_pytorch", submission.parent.name if submission.suffix else submission.name)
+                          for workload, submission in pairs.items()}
     for (workload_dir, submission), trial in found.items():
         assert_trained_unmodified(trial, workload_dir.removesuffix("_pytorch"), submission)
     logged = read_jsonl_prefix(found[("mri_reconstruction_pytorch", "nadamw_warmup_cosine")] / "metrics.jsonl")

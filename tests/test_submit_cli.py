@@ -158,6 +158,9 @@ def test_a_failing_submission_is_recorded_as_failed_with_its_error(toy_args, tmp
     assert summary["status"] == "failed" and "RuntimeError: boom" in summary["error"]
 
 
+# Slow: the conformance table (tests/submissions) drives every mini workload through submit.py by default,
+# evaluating 64 examples a split; this runs the default executor with every split's full evaluation.
+@pytest.mark.slow
 @pytest.mark.parametrize("workload", available_workloads("pytorch", suite="mini"))
 def test_each_mini_workload_runs_end_to_end_on_real_data(workload, tmp_path):
     result = run_submit("--workload", workload, "--submission", "nadamw", "--max_global_steps", "3",

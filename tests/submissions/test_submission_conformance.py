@@ -48,7 +48,8 @@ def marked(values: tuple, slow: bool):
 
 
 PARTS = {(framework, workload, part(framework, submission, workload)) for framework in FRAMEWORKS
-         for workload in available_workloads(framework, suite="mini") for submission in available_submissions(framework)}
+         for workload in available_workloads(framework, suite="mini")
+         for submission in available_submissions(framework)}
 TABLE = [marked(values, values[2] == "slow") for values in sorted(PARTS)]
 CELLS = [marked((framework, submission, workload), part(framework, submission, workload) == "slow")
          for framework in FRAMEWORKS for workload in available_workloads(framework, suite="mini")
