@@ -41,8 +41,7 @@ def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
 def attention(width: int, heads: int, cross: bool) -> EncoderDecoderAttention:
     """Attention with dropout on its weights; torch's default Linear layers, which `Transformer`
     initialises."""
-    return EncoderDecoderAttention(width, heads, cross, weight_dropout=True,
-                                   projection=lambda fan_in, fan_out, parts: nn.Linear(fan_in, fan_out, bias=False))
+    return EncoderDecoderAttention(width, heads, cross, weight_dropout=True, xavier_per_part=False)
 
 
 class Mlp(nn.Sequential):

@@ -5,13 +5,13 @@
   (fan_out / parts × fan_in) kernels, each Xavier-uniform, U(±√(6 / (fan_in + fan_out / parts))); bias
   N(0, 1e-6²) (AlgoPerf's initialisers, applied to each projection of a fused one on its own).
 - `EncoderDecoderAttention`: bias-free multi-head attention, self-attention with one fused projection
-  `qkv`, attention over the encoder output with `q` and a fused `kv`; `out` joins the heads.
+  `qkv`, attention over the encoder output with `q` and a fused `kv`; `out` joins the heads. As
+  `harness.backends.jax.attention` (same module names, so one set of weights runs in both frameworks).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,22 +29,25 @@ def xavier_linear(fan_in: int, fan_out: int, bias: bool, parts: int = 1) -> nn.L
     return layer
 
 
-def xavier_projection(fan_in: int, fan_out: int, parts: int) -> nn.Linear:
-    return xavier_linear(fan_in, fan_out, False, parts)
-
-
 class EncoderDecoderAttention(nn.Module):
     """softmax(q kᵀ / √head_width + mask) v over `heads` heads, with projections without biases:
     self-attention (`cross=False`) projects x to queries, keys and values at once (`qkv`); attention
     over the encoder output (`cross=True`) projects the queries (`q`) and, once per encoder output, the
-    keys and values (`kv`). `projection(fan_in, fan_out, parts)` builds each projection (default: each
-    part Xavier-uniform on its own). With `weight_dropout`, `dropout` (rate 0 until the model's dropout
-    rate is set) drops attention weights in training."""
+    keys and values (`kv`). Each part of a fused projection is Xavier-uniform on its own
+    (`xavier_per_part`, AlgoPerf's wmt), or the projections are torch's default Linear layers, for the
+    model to initialise. With `weight_dropout`, `dropout` (rate 0 until the model's dropout rate is set)
+    drops attention weights in training."""
 
     def __init__(self, width: int, heads: int, cross: bool, weight_dropout: bool = False,
-                 projection: Callable[[int, int, int], nn.Linear] = xavier_projection) -> None:
+                 xavier_per_part: bool = True) -> None:
         super().__init__()
         self.heads = heads
+
+        def projection(fan_in: int, fan_out: int, parts: int) -> nn.Linear:
+            if xavier_per_part:
+                return xavier_linear(fan_in, fan_out, False, parts)
+            return nn.Linear(fan_in, fan_out, bias=False)
+
         T = spec.ParameterType
         if cross:
             self.q, self.kv = projection(width, width, 1), projection(width, 2 * width, 2)
